@@ -1,0 +1,26 @@
+"""Pure metric functions on tensors: no I/O, no model code, no globals."""
+
+from ._tokens import STATUSES, normalize_tokens
+from .aggregate import EntropyAggregate, Summary, aggregate, diff_erank, summarize
+from .entropy import effective_rank, entropy_from_spectrum, matrix_entropy, normalize_entropy
+from .nuclear import matrix_nuclear_norm
+from .spectral import SpectralMetrics, spectral_metrics
+from .spectrum import covariance_spectrum
+
+__all__ = [
+    "STATUSES",
+    "EntropyAggregate",
+    "SpectralMetrics",
+    "Summary",
+    "aggregate",
+    "covariance_spectrum",
+    "diff_erank",
+    "effective_rank",
+    "entropy_from_spectrum",
+    "matrix_entropy",
+    "matrix_nuclear_norm",
+    "normalize_entropy",
+    "normalize_tokens",
+    "spectral_metrics",
+    "summarize",
+]
