@@ -1,0 +1,21 @@
+"""Tasks and their documents: a registry of recipes (data), file readers, and `load_task`."""
+
+from .loader import SKIP_REASONS, Document, Task, load_task
+from .recipes import DEFAULT_TASK
+from .registry import TaskRecipe, get_task, list_tasks, register_task, task_names
+from .specs import TaskSpec, parse_task_specs
+
+__all__ = [
+    "DEFAULT_TASK",
+    "SKIP_REASONS",
+    "Document",
+    "Task",
+    "TaskRecipe",
+    "TaskSpec",
+    "get_task",
+    "list_tasks",
+    "load_task",
+    "parse_task_specs",
+    "register_task",
+    "task_names",
+]

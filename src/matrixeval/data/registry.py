@@ -1,0 +1,78 @@
+"""Task recipes as data: where a data set lives and which fields make the text."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ..errors import MatrixEvalError
+
+__all__ = ["TaskRecipe", "register_task", "get_task", "list_tasks", "task_names"]
+
+Record = Mapping[str, Any]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """One data set: its location and how a record becomes the text the model reads.
+
+    `to_text` returns None when a record is not usable by this recipe (e.g. dolly without context);
+    `to_qa` (optional) splits a record into (question, answer) for experiments that need them apart.
+    `sample_size` recipes take a seeded random sample of that many records before any limit.
+    """
+
+    name: str
+    description: str
+    fields: tuple[str, ...]
+    to_text: Callable[[Record], str | None]
+    hf_path: str | None = None
+    hf_name: str | None = None
+    split: str = "train"
+    sample_size: int | None = None
+    builtin: Callable[[], list[Record]] | None = None
+    to_qa: Callable[[Record], tuple[str, str] | None] | None = None
+
+
+_REGISTRY: dict[str, TaskRecipe] = {}
+
+
+def register_task(recipe: TaskRecipe) -> TaskRecipe:
+    """Add `recipe` to the registry (a name may be registered once) and return it."""
+    if not _NAME.match(recipe.name):
+        raise MatrixEvalError(
+            f"invalid task name {recipe.name!r}; use letters, digits, '_' and '-', starting with a letter or '_'"
+        )
+    if recipe.name in _REGISTRY:
+        raise MatrixEvalError(f"task {recipe.name!r} is already registered; pick another name")
+    if recipe.sample_size is not None and recipe.sample_size < 1:
+        raise MatrixEvalError(f"task {recipe.name!r}: sample_size must be a positive number, got {recipe.sample_size}")
+    _REGISTRY[recipe.name] = recipe
+    return recipe
+
+
+def task_names() -> list[str]:
+    """Names of all registered tasks, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str) -> TaskRecipe:
+    """The recipe called `name`, or a one-line error suggesting the closest valid name."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        pass
+    names = task_names()
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise MatrixEvalError(
+        f"unknown task {name!r}; {hint}Valid tasks: {', '.join(names)} (or give a data file path, or NAME=LOCAL_FILE)"
+    )
+
+
+def list_tasks() -> list[TaskRecipe]:
+    """All registered recipes, sorted by name."""
+    return [_REGISTRY[n] for n in task_names()]

@@ -1,0 +1,62 @@
+"""Task specs from the command line: "NAME", "NAME=LOCAL_FILE" or a bare file path."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import MatrixEvalError
+from .readers import FORMATS
+from .registry import get_task, task_names
+
+__all__ = ["TaskSpec", "parse_task_specs"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task to load: a registered recipe (`path` None), a recipe applied to a local file, or a plain file.
+
+    A spec whose name is a registered recipe always uses that recipe, also with a `path`.
+    """
+
+    name: str
+    path: str | None = None
+
+
+def _looks_like_path(token: str) -> bool:
+    return os.sep in token or "/" in token or Path(token).suffix.lower() in FORMATS or os.path.isfile(token)
+
+
+def _parse_one(token: str) -> TaskSpec:
+    if "=" in token:
+        name, _, path = (part.strip() for part in token.partition("="))
+        if not name or not path:
+            raise MatrixEvalError(f"task spec {token!r} is incomplete; write NAME=LOCAL_FILE, e.g. piqa=piqa.jsonl")
+        get_task(name)  # NAME=FILE applies a registered recipe: fail early on a typo
+        return TaskSpec(name, path)
+    if token not in task_names() and _looks_like_path(token):
+        return TaskSpec(Path(token).stem, token)
+    return TaskSpec(get_task(token).name)  # an unknown name raises here, with a suggestion
+
+
+def parse_task_specs(spec: str | Sequence[str]) -> list[TaskSpec]:
+    """Parse "a,b=FILE,path/to/x.jsonl" (or a list of such strings) into TaskSpecs, in order.
+
+    A bare path becomes a plain-file task named after the file stem; names must be unique.
+    """
+    items = [spec] if isinstance(spec, str) else list(spec)
+    tokens = [t.strip() for item in items for t in item.split(",") if t.strip()]
+    if not tokens:
+        raise MatrixEvalError("no task given; name one or more tasks, e.g. 'pydoc_topics,hh_rlhf' or 'piqa=FILE'")
+    specs = [_parse_one(t) for t in tokens]
+    seen: set[str] = set()
+    for s in specs:
+        if s.name in seen:
+            raise MatrixEvalError(
+                f"task {s.name!r} is given twice in {', '.join(tokens)!r}; give each task once "
+                "(rename one file if two share a stem)"
+            )
+        seen.add(s.name)
+    return specs

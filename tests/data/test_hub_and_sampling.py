@@ -1,0 +1,106 @@
+"""Hub recipes (with `datasets.load_dataset` replaced by an in-memory data set), sampling, limits."""
+
+import dataclasses
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from matrixeval.data import TaskSpec, get_task, load_task, registry
+from matrixeval.errors import MatrixEvalError
+
+from .conftest import write_jsonl
+
+datasets = pytest.importorskip("datasets")
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    calls = []
+
+    def install(records):
+        def load_dataset(path, name=None, split=None):
+            calls.append((path, name, split))
+            return datasets.Dataset.from_list(records)
+
+        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+        return calls
+
+    return install
+
+
+@pytest.fixture
+def small_sample(monkeypatch):
+    """Registry with `wikipedia` sampling 5 records instead of 10,000."""
+    table = dict(registry._REGISTRY)
+    table["wikipedia"] = dataclasses.replace(table["wikipedia"], sample_size=5)
+    monkeypatch.setattr(registry, "_REGISTRY", table)
+
+
+def test_hub_recipe_loads_with_its_location(fake_hub):
+    records = [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: a{i}", "rejected": "x"} for i in range(4)]
+    calls = fake_hub(records)
+    task = load_task(TaskSpec("hh_rlhf"))
+    assert calls == [("Anthropic/hh-rlhf", None, "test")]
+    assert task.source == "Anthropic/hh-rlhf" and task.recipe is get_task("hh_rlhf")
+    assert [d.text for d in task.documents] == [r["chosen"] for r in records]
+    assert [d.doc_id for d in task.documents] == [0, 1, 2, 3]
+
+
+def test_hub_limit_stops_reading(fake_hub):
+    fake_hub([{"instruction": "i", "context": "" if i % 2 else f"c{i}", "response": "r"} for i in range(10)])
+    task = load_task(TaskSpec("dolly"), limit=2)
+    assert [(d.doc_id, d.text) for d in task.documents] == [(0, "c0"), (2, "c2")]
+    assert task.n_records == 3 and task.skipped == {"no_text_from_recipe": 1}
+
+
+def test_hub_failure_is_one_line_and_points_to_a_local_copy(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'Anthropic/hh-rlhf' on the Hub (OfflineModeIsEnabled)\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(MatrixEvalError) as info:
+        load_task(TaskSpec("piqa"))
+    msg = str(info.value)
+    assert "\n" not in msg and "could not load data set 'ybisk/piqa'" in msg
+    assert "pass a local copy with piqa=LOCAL_FILE" in msg
+
+
+def test_real_offline_hub_failure():
+    code = "from matrixeval.data import TaskSpec, load_task\nload_task(TaskSpec('hh_rlhf'))"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "MatrixEvalError: could not load data set 'Anthropic/hh-rlhf'" in out.stderr
+    assert "hh_rlhf=LOCAL_FILE" in out.stderr
+
+
+def test_hub_sampling_is_seeded_and_ids_are_source_indices(fake_hub, small_sample):
+    records = [{"id": str(i), "title": f"t{i}", "text": f"article {i}"} for i in range(50)]
+    fake_hub(records)
+    task = load_task(TaskSpec("wikipedia"), seed=7)
+    expected = random.Random(7).sample(range(50), 5)
+    assert [d.doc_id for d in task.documents] == expected
+    assert all(d.text == records[d.doc_id]["text"] for d in task.documents)
+    assert task.n_records == 5
+    assert load_task(TaskSpec("wikipedia"), seed=7).documents == task.documents
+    assert [d.doc_id for d in load_task(TaskSpec("wikipedia"), seed=8).documents] != expected
+    assert load_task(TaskSpec("wikipedia"), seed=7, limit=3).documents == task.documents[:3]
+
+
+def test_sampling_applies_to_a_local_copy(tmp_path, small_sample):
+    records = [{"text": f"line {i}" if i % 3 else ""} for i in range(30)]
+    path = write_jsonl(tmp_path / "wiki.jsonl", records)
+    task = load_task(TaskSpec("wikipedia", str(path)), seed=1)
+    drawn = random.Random(1).sample(range(30), 5)
+    assert [d.doc_id for d in task.documents] == [i for i in drawn if i % 3]
+    assert task.n_records == 5 and task.skipped.get("empty_text", 0) == sum(1 for i in drawn if not i % 3)
+
+
+def test_sample_larger_than_source_takes_everything_shuffled(fake_hub):
+    fake_hub([{"text": f"page {i}"} for i in range(20)])
+    task = load_task(TaskSpec("openwebtext2"), seed=3)
+    assert sorted(d.doc_id for d in task.documents) == list(range(20))
+    assert [d.doc_id for d in task.documents] == random.Random(3).sample(range(20), 20)
