@@ -1,0 +1,283 @@
+"""Compare model runs from their results files: tables, scaling fits, rankings, correlations.
+
+Everything here reads the numbers already in the results (``results[task][metric]``, ``config``,
+``higher_is_better``); nothing recomputes a metric from hidden states. Rows are plain dicts, ready for
+:mod:`matrixeval.report.tables`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from matrixeval.errors import MatrixEvalError
+from matrixeval.report.fit import PowerLawFit, fit_power_law
+
+__all__ = [
+    "compare_table",
+    "correlations",
+    "fit_scaling",
+    "fit_table",
+    "load_results",
+    "model_name",
+    "rank_models",
+    "series_by_model",
+]
+
+
+def load_results(paths: str | Path | Iterable[str | Path]) -> list[dict]:
+    """Read results JSON files (one per model run), in the order given.
+
+    Raises:
+        MatrixEvalError: for a missing file, a directory, invalid JSON, or JSON without a ``"results"`` object.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    loaded = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise MatrixEvalError(f"{path} is a directory; pass the results JSON files inside it, e.g. {path}/*.json")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise MatrixEvalError(f"results file {path} not found; pass paths of results JSON files") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise MatrixEvalError(
+                f"{path} is not valid JSON ({err}); pass a results file written by matrixeval"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+            raise MatrixEvalError(f'{path} has no "results" object; pass a results file written by matrixeval')
+        loaded.append(data)
+    return loaded
+
+
+def model_name(result: dict) -> str:
+    """The run's model name: ``config.model_name``, else ``pretrained=`` from ``config.model_args``."""
+    config = result.get("config", {})
+    if config.get("model_name"):
+        return str(config["model_name"])
+    for arg in str(config.get("model_args", "")).split(","):
+        key, _, value = arg.partition("=")
+        if key.strip() == "pretrained" and value:
+            return value.strip().replace("/", "__")
+    return "unknown-model"
+
+
+def compare_table(results: Sequence[dict], x: str | None = "n_params", layer: int | None = None) -> list[dict]:
+    """One row per model × task: ``{"model", x, "task", <every scalar metric present>}``.
+
+    Models are ordered by ``config[x]`` (input order when ``x`` is None, and for ties), tasks by name.
+    A ``[lo, hi]`` interval such as ``matrix_entropy_ci95`` becomes two columns ``..._lo`` and ``..._hi``;
+    nested objects (``by_layer``, ``skipped_by_status``) are left out. With ``layer``, metrics come from
+    ``by_layer[str(layer)]`` instead of the task's top level.
+    """
+    rows = []
+    for result in _ordered(results, x):
+        for task in sorted(result["results"]):
+            row = {"model": model_name(result)}
+            if x is not None:
+                row[x] = _x_value(result, x)
+            row["task"] = task
+            row.update(_task_metrics(result, task, layer))
+            rows.append(row)
+    return rows
+
+
+def fit_scaling(results: Sequence[dict], metric: str, x: str = "n_params",
+                layer: int | None = None) -> dict[str, PowerLawFit]:
+    """Power-law fit ``metric = L0 + k * x**alpha`` across models, one per task that has the metric."""
+    return {task: fit_power_law(xs, ys) for task, (xs, ys, _) in _points_by_task(results, metric, x, layer).items()}
+
+
+def fit_table(results: Sequence[dict], x: str = "n_params", metrics: str | Sequence[str] | None = None,
+              layer: int | None = None) -> list[dict]:
+    """Rows ``{"metric", "task", "L0", "k", "alpha", "r2", "n", "note"}``, one per metric and task.
+
+    ``metrics`` defaults to every metric declared in ``higher_is_better`` that the results contain. ``note``
+    is empty for a good fit, otherwise why it is ill-posed and how many models had no finite value.
+    """
+    if metrics is None:
+        declared = {m for r in results for m in r.get("higher_is_better", {})}
+        metrics = [m for m in _metric_names(results, layer) if m in declared]
+    elif isinstance(metrics, str):
+        metrics = [metrics]
+    rows = []
+    for metric in metrics:
+        points = _points_by_task(results, metric, x, layer)
+        if not points:
+            available = ", ".join(_metric_names(results, layer))
+            raise MatrixEvalError(f"no results contain metric {metric!r}; pick one of: {available}")
+        for task, (xs, ys, n_missing) in points.items():
+            fit = fit_power_law(xs, ys)
+            notes = [fit.ill_posed] if fit.ill_posed else []
+            if n_missing:
+                notes.append(f"{n_missing} model(s) without a finite value left out")
+            rows.append({"metric": metric, "task": task, "L0": fit.L0, "k": fit.k, "alpha": fit.alpha, "r2": fit.r2,
+                         "n": fit.n_points, "note": "; ".join(notes)})
+    return rows
+
+
+def rank_models(results: Sequence[dict], metric: str, task: str | None = None, layer: int | None = None,
+                higher_is_better: bool | None = None) -> list[dict]:
+    """Rank models by ``metric``, best first (rank 1), using the results' ``higher_is_better`` unless given.
+
+    With ``task``: rows ``{"rank", "model", metric}``. Without: models are ranked within every task that all of
+    them have, and rows are ``{"rank", "model", "mean_rank", <task>: rank, ...}`` ordered by mean rank. Ties
+    share the average rank (scipy.stats.rankdata ``method="average"``).
+    """
+    from scipy.stats import rankdata
+
+    better_high = _higher_is_better(results, metric) if higher_is_better is None else higher_is_better
+    names = [model_name(r) for r in results]
+    if task is not None:
+        values = np.array([_value(r, task, metric, layer) for r in results], dtype=np.float64)
+        if np.isnan(values).any():
+            missing = [n for n, v in zip(names, values) if np.isnan(v)]
+            raise MatrixEvalError(
+                f"models {missing} have no finite {metric!r} for task {task!r}; drop them or pick another task"
+            )
+        ranks = rankdata(-values if better_high else values, method="average")
+        rows = [{"rank": float(rk), "model": n, metric: float(v)} for rk, n, v in zip(ranks, names, values)]
+        return sorted(rows, key=lambda row: row["rank"])
+
+    tasks = [t for t in _tasks(results) if all(math.isfinite(_value(r, t, metric, layer)) for r in results)]
+    if not tasks:
+        raise MatrixEvalError(f"no task has {metric!r} for every model; pass task=... to rank within one task")
+    per_task = {t: {row["model"]: row["rank"] for row in rank_models(results, metric, t, layer, better_high)}
+                for t in tasks}
+    rows = [{"model": n, "mean_rank": float(np.mean([per_task[t][n] for t in tasks])),
+             **{t: per_task[t][n] for t in tasks}} for n in names]
+    final = rankdata([row["mean_rank"] for row in rows], method="average")
+    rows = [{"rank": float(rk), **row} for rk, row in zip(final, rows)]
+    return sorted(rows, key=lambda row: row["rank"])
+
+
+def correlations(results: Sequence[dict], metric: str | Sequence[str], with_: str = "accuracy",
+                 task: str | None = None, layer: int | None = None) -> list[dict]:
+    """Spearman and Kendall correlation across models of each metric with ``with_`` (default accuracy).
+
+    Rows ``{"metric", "with", "task", "n", "spearman", "spearman_p", "kendall", "kendall_p", "note"}`` per metric
+    and task. ``with_`` is read from the task's top level (also when ``layer`` selects per-layer metrics). When a
+    task has no ``with_`` values, fewer than 3 models with both, or constant values, the statistics are NaN and
+    ``note`` says why.
+    """
+    from scipy.stats import ConstantInputWarning, kendalltau, spearmanr
+
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    rows = []
+    for m in metrics:
+        for t in [task] if task is not None else _tasks(results):
+            pairs = [(_value(r, t, m, layer), _value(r, t, with_, None)) for r in results]
+            pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+            row = {"metric": m, "with": with_, "task": t, "n": len(pairs), "spearman": math.nan, "spearman_p": math.nan,
+                   "kendall": math.nan, "kendall_p": math.nan, "note": ""}
+            if not any(math.isfinite(_value(r, t, with_, None)) for r in results):
+                row["note"] = f"no {with_!r} in the results for task {t!r}; correlations need it per model"
+            elif len(pairs) < 3:
+                row["note"] = f"{len(pairs)} model(s) have both {m!r} and {with_!r}; correlations need at least 3"
+            else:
+                a, b = np.array(pairs).T
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConstantInputWarning)
+                    rho, kendall = spearmanr(a, b), kendalltau(a, b)
+                row.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue),
+                           kendall=float(kendall.statistic), kendall_p=float(kendall.pvalue))
+                if np.ptp(a) == 0 or np.ptp(b) == 0:
+                    row["note"] = "constant values; correlation undefined"
+            rows.append(row)
+    return rows
+
+
+def series_by_model(results: Sequence[dict], metric: str, x: str, task: str,
+                    layer: int | None = None) -> dict[str, tuple[list[float], list[float]]]:
+    """``{model: (xs, ys)}`` of ``metric`` for ``task`` against ``config[x]`` (e.g. ``max_length``), grouping runs
+    of the same model and sorting each series by x; input for :func:`matrixeval.report.plots.plot_series`."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        value = _value(r, task, metric, layer)
+        if math.isfinite(value):
+            series.setdefault(model_name(r), []).append((float(_x_value(r, x)), value))
+    if not series:
+        raise MatrixEvalError(
+            f"no results have {metric!r} for task {task!r}; available tasks: {', '.join(_tasks(results))}"
+        )
+    return {name: tuple(map(list, zip(*sorted(points)))) for name, points in series.items()}
+
+
+def _ordered(results: Sequence[dict], x: str | None) -> list[dict]:
+    if x is None:
+        return list(results)
+    return sorted(results, key=lambda r: _x_value(r, x))  # sorted() is stable: ties keep input order
+
+
+def _x_value(result: dict, x: str):
+    value = result.get("config", {}).get(x)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise MatrixEvalError(f"results for {model_name(result)} have no numeric config[{x!r}] (got {value!r}); "
+                              "pass x= a numeric config key that every result has")
+    return value
+
+
+def _task_metrics(result: dict, task: str, layer: int | None) -> dict:
+    entry = result["results"].get(task, {})
+    if layer is not None:
+        by_layer = entry.get("by_layer", {})
+        if str(layer) not in by_layer:
+            raise MatrixEvalError(f"{model_name(result)} / {task} has no by_layer[{str(layer)!r}]; "
+                                  f"available layers: {', '.join(by_layer) or 'none'}")
+        entry = by_layer[str(layer)]
+    metrics = {}
+    for key, value in entry.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key] = value
+        elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            metrics[f"{key}_lo"], metrics[f"{key}_hi"] = value
+    return metrics
+
+
+def _value(result: dict, task: str, metric: str, layer: int | None) -> float:
+    """The metric as a float; NaN when this run has no such task or metric."""
+    if task not in result["results"]:
+        return math.nan
+    value = _task_metrics(result, task, layer).get(metric)
+    return math.nan if value is None else float(value)
+
+
+def _tasks(results: Sequence[dict]) -> list[str]:
+    return sorted({t for r in results for t in r["results"]})
+
+
+def _metric_names(results: Sequence[dict], layer: int | None) -> list[str]:
+    names: dict[str, None] = {}
+    for r in results:
+        for t in r["results"]:
+            names.update(dict.fromkeys(_task_metrics(r, t, layer)))
+    return list(names)
+
+
+def _points_by_task(results, metric, x, layer) -> dict[str, tuple[list, list, int]]:
+    """{task: (xs, ys, n_missing)} over models with a finite value, for tasks where any model has the metric."""
+    points = {}
+    for t in _tasks(results):
+        pairs = [(_x_value(r, x), _value(r, t, metric, layer)) for r in results if t in r["results"]]
+        finite = [(a, b) for a, b in pairs if math.isfinite(b)]
+        if finite:
+            points[t] = ([a for a, _ in finite], [b for _, b in finite], len(pairs) - len(finite))
+    return points
+
+
+def _higher_is_better(results: Sequence[dict], metric: str) -> bool:
+    declared = {bool(r["higher_is_better"][metric]) for r in results if metric in r.get("higher_is_better", {})}
+    if len(declared) != 1:
+        problem = "declare no" if not declared else "disagree on"
+        raise MatrixEvalError(
+            f"the results {problem} higher_is_better for {metric!r}; pass higher_is_better=True or False"
+        )
+    return declared.pop()

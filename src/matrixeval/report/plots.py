@@ -1,0 +1,149 @@
+"""Figures for reports: scaling with model size, a metric against a numeric x, grouped bars.
+
+matplotlib is imported inside each function (``import matrixeval.report`` stays cheap) and figures are drawn
+on an Agg canvas without pyplot, so no global backend is switched and nothing needs a display. Every function
+writes the file at ``path`` (parent folders created; the format follows the suffix) and returns its Path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from matrixeval.errors import MatrixEvalError
+from matrixeval.report.compare import compare_table
+from matrixeval.report.fit import PowerLawFit, predict
+
+__all__ = ["plot_bars", "plot_scaling", "plot_series"]
+
+
+def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str, PowerLawFit] | None,
+                 path: str | Path, *, layer: int | None = None, title: str | None = None) -> Path:
+    """Plot ``metric`` against ``config[x]`` (log x axis), one series per task, fitted power laws dashed.
+
+    Points carry error bars when the results have ``<metric>_stderr``; each point of the first series is
+    labelled with its model. ``fits`` maps task → :class:`PowerLawFit` (e.g. from
+    :func:`matrixeval.report.compare.fit_scaling`); an ill-posed fit draws no curve and says why in the legend.
+    """
+    rows = [r for r in compare_table(results, x, layer) if _finite(r.get(metric))]
+    if not rows:
+        raise MatrixEvalError(f"no results have a finite {metric!r}; pick a metric the results contain")
+    tasks = sorted({r["task"] for r in rows})
+    fig, ax = _figure()
+    handles = []  # legend order: each task's points, then its fit
+    for i, task in enumerate(tasks):
+        task_rows = [r for r in rows if r["task"] == task]
+        xs = np.array([r[x] for r in task_rows], dtype=np.float64)
+        ys = np.array([r[metric] for r in task_rows], dtype=np.float64)
+        errs = [r.get(f"{metric}_stderr") for r in task_rows]
+        yerr = np.array([e if _finite(e) else 0.0 for e in errs]) if any(_finite(e) for e in errs) else None
+        color = f"C{i}"
+        handles.append(ax.errorbar(xs, ys, yerr=yerr, fmt="o", color=color, capsize=3, label=task))
+        if i == 0:
+            for r, xv, yv in zip(task_rows, xs, ys):
+                ax.annotate(_short(r["model"]), (xv, yv), textcoords="offset points", xytext=(4, 6), fontsize=7)
+        fit = (fits or {}).get(task)
+        if fit is None:
+            continue
+        if fit.ok:
+            grid = np.geomspace(xs.min(), xs.max(), 200)
+            sign = "+" if fit.k >= 0 else "-"
+            label = f"{task} fit: ${fit.L0:.3g} {sign} {abs(fit.k):.3g}\\,x^{{{fit.alpha:.3g}}}$ ($R^2$={fit.r2:.3f})"
+            handles += ax.plot(grid, predict(fit, grid), linestyle="--", color=color, label=label)
+        else:
+            label = f"{task} fit ill-posed: {_clip(fit.ill_posed)}"
+            handles += ax.plot([], [], linestyle="--", color=color, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (config.n_params)" if x == "n_params" else f"config.{x}")
+    ax.set_ylabel(metric + _direction(results, metric))
+    default_title = f"{metric} vs {x}" + (f" (layer {layer})" if layer is not None else "")
+    ax.set_title(title or default_title)
+    ax.legend(handles=handles, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_series(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *, xlabel: str,
+                ylabel: str, title: str, logx: bool = False) -> Path:
+    """Plot one line with markers per series, ``{label: (xs, ys)}``, e.g. a metric against context length
+    per model (:func:`matrixeval.report.compare.series_by_model` builds this from results)."""
+    if not series:
+        raise MatrixEvalError("plot_series got no series; pass {label: (xs, ys)} with at least one entry")
+    fig, ax = _figure()
+    for label, (xs, ys) in series.items():
+        if len(xs) != len(ys):
+            raise MatrixEvalError(f"series {label!r} has {len(xs)} x values and {len(ys)} y values; pass equal lengths")
+        ax.plot(xs, ys, marker="o", label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, ylabel: str, title: str,
+              errors: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+    """Grouped bars: one group per key of ``groups`` (e.g. model), one bar per category inside it (e.g. sentence
+    operation base/shuffle/reverse/shuffle_reverse), a legend of categories and each bar's value on top.
+    ``errors`` has the same shape and draws error bars."""
+    if not groups:
+        raise MatrixEvalError("plot_bars got no groups; pass {group: {category: value}} with at least one entry")
+    categories = list(dict.fromkeys(c for values in groups.values() for c in values))
+    names = list(groups)
+    fig, ax = _figure(width=max(6.4, 1.2 * len(names) * max(1, len(categories)) / 2))
+    width = 0.8 / len(categories)
+    positions = np.arange(len(names))
+    for j, category in enumerate(categories):
+        heights = [groups[g].get(category, math.nan) for g in names]
+        yerr = [(errors or {}).get(g, {}).get(category, 0.0) for g in names] if errors else None
+        bars = ax.bar(positions + (j - (len(categories) - 1) / 2) * width, heights, width, yerr=yerr, capsize=3,
+                      label=category, color=f"C{j}")
+        ax.bar_label(bars, labels=[f"{h:.4g}" if _finite(h) else "" for h in heights], fontsize=7, padding=2)
+    ax.set_xticks(positions, [_short(n) for n in names], rotation=20 if len(names) > 4 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(categories), fontsize=8)
+    return _save(fig, path)
+
+
+def _figure(width: float = 6.4, height: float = 4.8):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.grid(True, which="both", alpha=0.3)
+    return fig, ax
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return path
+
+
+def _direction(results: Sequence[dict], metric: str) -> str:
+    declared = {r.get("higher_is_better", {}).get(metric) for r in results} - {None}
+    if len(declared) != 1:
+        return ""
+    return " (higher is better)" if declared.pop() else " (lower is better)"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(model: str) -> str:
+    """``EleutherAI__pythia-160m`` → ``pythia-160m``."""
+    return model.split("__")[-1].split("/")[-1]
+
+
+def _clip(text: str | None, limit: int = 60) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

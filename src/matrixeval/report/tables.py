@@ -1,0 +1,114 @@
+"""Render rows (lists of dicts) as aligned Markdown or write them as CSV.
+
+Markdown is for people: floats get 4 significant digits (``0.6123``, ``120.5``, ``22.21``, ``0.004123``), integers
+get thousands separators (``162,322,944``), numeric columns are right-aligned. CSV is for programs: full
+precision, no separators. A missing cell is empty in both.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["columns_of", "format_value", "to_markdown", "write_csv"]
+
+DEFAULT_SIGNIFICANT = 4
+# Columns whose floats read better with fewer digits.
+SIGNIFICANT_BY_SUFFIX = {"_p": 2, "_stderr": 2}
+
+
+def columns_of(rows: Sequence[Mapping]) -> list[str]:
+    """Every key of the rows, in order of first appearance."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def format_value(value, column: str = "", significant: int | None = None) -> str:
+    """One Markdown cell: ``""`` for None, ``nan`` for NaN, ints with separators, floats to ``significant``
+    digits (default 4; 2 for ``*_stderr`` and ``*_p`` columns)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if significant is None:
+            suffix = next((s for s in SIGNIFICANT_BY_SUFFIX if column.endswith(s)), None)
+            significant = SIGNIFICANT_BY_SUFFIX.get(suffix, DEFAULT_SIGNIFICANT)
+        return f"{value:.{significant}g}"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(rows: Sequence[Mapping], columns: Sequence[str] | None = None,
+                significant: Mapping[str, int] | None = None) -> str:
+    """A GitHub-flavoured Markdown table with one line per row, padded so the columns line up.
+
+    Args:
+        rows: dicts; keys missing from a row give empty cells.
+        columns: which keys, in order (default: :func:`columns_of`).
+        significant: per-column significant digits for floats, overriding the defaults.
+
+    Example:
+        >>> print(to_markdown([{"model": "a", "matrix_entropy": 0.612345}]))
+        | model | matrix_entropy |
+        | :---- | -------------: |
+        | a     |         0.6123 |
+    """
+    columns = list(columns) if columns is not None else columns_of(rows)
+    significant = dict(significant or {})
+    cells = [[format_value(row.get(c), c, significant.get(c)) for c in columns] for row in rows]
+    numeric = [_is_numeric_column(rows, c) for c in columns]
+    widths = [max([len(c), 3, *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
+
+    def line(values):
+        padded = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "| " + " | ".join(padded) + " |"
+
+    dashes = [("-" * (w - 1) + ":") if num else (":" + "-" * (w - 1)) for w, num in zip(widths, numeric)]
+    rule = "| " + " | ".join(dashes) + " |"
+    return "\n".join([line(columns), rule, *(line(values) for values in cells)])
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> Path:
+    """Write rows to ``path`` as CSV with a header line; floats keep full precision, nested values become JSON.
+
+    Returns the path written (parent folders are created).
+    """
+    columns = list(columns) if columns is not None else columns_of(rows)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _csv_cell(row.get(c)) for c in columns})
+    return path
+
+
+def _csv_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return repr(float(value))
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return value
+
+
+def _is_numeric_column(rows: Sequence[Mapping], column: str) -> bool:
+    values = [row.get(column) for row in rows if row.get(column) is not None]
+    return bool(values) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from matrixeval.errors import MatrixEvalError
+from matrixeval.report.compare import fit_scaling, series_by_model
+from matrixeval.report.fit import fit_power_law
+from matrixeval.report.plots import plot_bars, plot_scaling, plot_series
+
+from .conftest import make_result, task_entry
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path):
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert len(data) > 10_000  # axes, labels, points and a legend, not an empty canvas
+
+
+def test_plot_scaling_with_fits(results, tmp_path):
+    fits = fit_scaling(results, "matrix_entropy")
+    assert fits["wikitext"].ok
+    path = plot_scaling(results, "matrix_entropy", "n_params", fits, tmp_path / "plots" / "scaling.png")
+    assert path == tmp_path / "plots" / "scaling.png"
+    assert_png(path)
+
+
+def test_plot_scaling_with_an_ill_posed_fit_and_no_fits(results, tmp_path):
+    ill = {"wikitext": fit_power_law([1e7, 1e8, 1e9], [0.5, 0.45, 0.42])}
+    assert_png(plot_scaling(results, "matrix_entropy", "n_params", ill, tmp_path / "ill.png", layer=6))
+    assert_png(plot_scaling(results, "accuracy", "n_params", None, tmp_path / "plain.png", title="accuracy"))
+    with pytest.raises(MatrixEvalError, match="'bleu'"):
+        plot_scaling(results, "bleu", "n_params", None, tmp_path / "none.png")
+
+
+def test_plot_series_against_length(tmp_path):
+    runs = []
+    for model, offset in (("EleutherAI__pythia-70m", 0.0), ("EleutherAI__pythia-160m", -0.05)):
+        for length in (128, 256, 512, 1024):
+            run = make_result(model, 1, {"wikitext": task_entry(0.7 + offset - 0.02 * length.bit_length())})
+            run["config"]["max_length"] = length
+            runs.append(run)
+    series = series_by_model(runs, "matrix_entropy", "max_length", "wikitext")
+    path = plot_series(series, tmp_path / "length.png", xlabel="max_length (tokens)", ylabel="matrix_entropy",
+                       title="entropy vs length", logx=True)
+    assert_png(path)
+    with pytest.raises(MatrixEvalError, match="equal lengths"):
+        plot_series({"m": ([1, 2], [1])}, tmp_path / "bad.png", xlabel="x", ylabel="y", title="t")
+
+
+def test_plot_bars_for_sentence_operations(tmp_path):
+    groups = {
+        "EleutherAI__pythia-70m": {"base": 0.61, "shuffle": 0.64, "reverse": 0.65, "shuffle_reverse": 0.68},
+        "EleutherAI__pythia-160m": {"base": 0.58, "shuffle": 0.60, "reverse": 0.62, "shuffle_reverse": 0.66},
+    }
+    errors = {m: {op: 0.004 for op in ops} for m, ops in groups.items()}
+    path = plot_bars(groups, tmp_path / "ops.png", ylabel="matrix_entropy", title="sentence operations", errors=errors)
+    assert_png(path)
+    with pytest.raises(MatrixEvalError, match="no groups"):
+        plot_bars({}, tmp_path / "empty.png", ylabel="y", title="t")
