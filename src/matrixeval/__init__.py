@@ -12,10 +12,11 @@ from .metrics import (
     summarize,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "MatrixEvalError",
+    "evaluate",
     "SpectralMetrics",
     "aggregate",
     "diff_erank",
@@ -25,3 +26,12 @@ __all__ = [
     "spectral_metrics",
     "summarize",
 ]
+
+
+def __getattr__(name: str):
+    # `evaluate` pulls in transformers; import it only when used so `import matrixeval` stays cheap.
+    if name == "evaluate":
+        from .evaluator import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'matrixeval' has no attribute {name!r}")

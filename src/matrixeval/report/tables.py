@@ -14,7 +14,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["columns_of", "format_value", "to_markdown", "write_csv"]
+__all__ = ["columns_of", "format_value", "results_markdown", "results_rows", "to_markdown", "write_csv"]
 
 DEFAULT_SIGNIFICANT = 4
 # Columns whose floats read better with fewer digits.
@@ -112,3 +112,32 @@ def _csv_cell(value):
 def _is_numeric_column(rows: Sequence[Mapping], column: str) -> bool:
     values = [row.get(column) for row in rows if row.get(column) is not None]
     return bool(values) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+
+
+_SHOWN = ("matrix_entropy", "matrix_entropy_b", "matrix_entropy_c", "effective_rank", "nuclear_norm",
+          "nuclear_norm_exact", "diff_erank", "loss", "loss_token_weighted", "perplexity", "perplexity_token_weighted")
+
+
+def results_rows(out: Mapping) -> list[dict]:
+    """One row per task × layer × metric of a results dict (`matrixeval.evaluate`'s return value)."""
+    hib = out.get("higher_is_better", {})
+    rows = []
+    for task, entry in out["results"].items():
+        for layer, values in entry["by_layer"].items():
+            merged = dict(values)
+            if int(layer) == entry["primary_layer"]:
+                merged.update({k: v for k, v in entry.items() if k.startswith(("loss", "perplexity"))})
+            for metric in _SHOWN:
+                if metric not in merged:
+                    continue
+                base = metric.split("_token_weighted")[0].removesuffix("_b").removesuffix("_c")
+                arrow = {True: "↑", False: "↓"}.get(hib.get(base), "")
+                rows.append({"task": task, "layer": int(layer), "metric": f"{metric} {arrow}".strip(),
+                             "value": merged[metric], "stderr": merged.get(f"{metric}_stderr"),
+                             "n": values["n_samples"]})
+    return rows
+
+
+def results_markdown(out: Mapping) -> str:
+    """The run's table for stdout: every metric of every task and layer, with standard errors."""
+    return to_markdown(results_rows(out), ["task", "layer", "metric", "value", "stderr", "n"])

@@ -1,0 +1,114 @@
+"""Command line: argument parsing → `matrixeval.evaluate` and friends. No evaluation logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .errors import MatrixEvalError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
+    """The flags shared by `run` and every experiment."""
+    p.add_argument("--model_args", default=None,
+                   help="pretrained=ID_OR_PATH[,revision=R][,dtype=auto|float32|bfloat16|float16][,device_map=auto]"
+                        "[,trust_remote_code=true][,adapter=PEFT_PATH]; default: the packaged all-MiniLM-L6-v2")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated: NAME, NAME=LOCAL_FILE, or a .jsonl/.json/.csv/.parquet/.txt file "
+                        "(default: the built-in offline task pydoc_topics); `matrixeval ls` lists names")
+    p.add_argument("--text_field", default=None, help="field holding the text, for plain files")
+    p.add_argument("--layers", default="last", help="last | all | comma-separated HF hidden-state indices (0 = embeddings, -1 = last)")
+    p.add_argument("--batch_size", type=_batch_size, default=8, help="samples per forward pass, or auto (halve on out-of-memory)")
+    p.add_argument("--max_length", type=_positive_int, default=2048, help="truncate texts to this many tokens (and the model's limit)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N documents of each task")
+    p.add_argument("--seed", type=int, default=1234, help="seed for sampling, bootstrap intervals and random inits")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--output_path", default="results", help="directory for results_<timestamp>.json (default: results)")
+    p.add_argument("--store", default=None, help="directory for the per-sample store (default: OUTPUT/<model>/store); "
+                                                 "put it on a shared filesystem for multi-node runs")
+    p.add_argument("--exclude_bos", action="store_true", help="leave a leading BOS/CLS token out of the matrix")
+    p.add_argument("--on_error", choices=("skip", "fail"), default="fail", help="malformed records: skip (counted) or fail")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matrixeval", description="Intrinsic evaluation of language models by "
+                                     "the spectra of their hidden states (matrix entropy, effective rank, nuclear norm).")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="evaluate a model on tasks (default: packaged MiniLM on a built-in offline task)")
+    add_model_and_task_args(run)
+    run.add_argument("--metrics", default=None, help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,"
+                     "nuclear_norm_exact,loss,perplexity,diff_erank (default: matrix_entropy + loss,perplexity "
+                     "when the model has an LM head; with no --model_args also diff_erank)")
+    run.add_argument("--log_samples", action="store_true", help="also write samples_<task>_<timestamp>.jsonl")
+    sub.add_parser("ls", help="list tasks and metrics, one line each with what they read")
+    return parser
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .evaluator import evaluate
+    from .report.tables import results_markdown
+
+    out = evaluate(
+        model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, metrics=a.metrics, layers=a.layers,
+        batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
+        output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
+        store=a.store,
+    )
+    if out is not None:
+        print(results_markdown(out))
+        print(f"\nresults written to {out['results_path']}", file=sys.stderr)
+    return 0
+
+
+def cmd_ls(a: argparse.Namespace) -> int:
+    from .data import list_tasks
+    from .metric_info import METRICS
+
+    print("tasks:")
+    for t in list_tasks():
+        where = "built-in" if t.builtin else (t.hf_path or "local file")
+        print(f"  {t.name:<14} reads {', '.join(t.fields):<40} from {where}: {t.description}")
+    print("metrics:")
+    for m in METRICS.values():
+        arrow = "higher is better" if m.higher_is_better else "lower is better"
+        print(f"  {m.name:<19} reads {m.reads:<55} {arrow}: {m.description}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "ls": cmd_ls}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[a.command](a)
+    except MatrixEvalError as err:
+        print(f"matrixeval: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

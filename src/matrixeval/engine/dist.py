@@ -1,0 +1,61 @@
+"""Data parallelism on torch.distributed as launched by torchrun or `accelerate launch`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world(device: str | None) -> World:
+    """Join the process group that the launcher described in the environment (WORLD_SIZE, RANK, ...).
+
+    gloo on CPU, nccl on CUDA. A plain `python -m matrixeval` run is a world of one and starts nothing.
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not torch_dist.is_initialized():
+        cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return World(rank=rank, size=size, local_rank=local_rank)
+
+
+def gather_to_main(obj: Any, world: World) -> list[Any] | None:
+    """Every rank's `obj` on rank 0 (in rank order), None elsewhere."""
+    if world.size == 1:
+        return [obj]
+    out: list[Any] | None = [None] * world.size if world.is_main else None
+    torch_dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def broadcast_from_main(obj: Any, world: World) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if world.size == 1:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        torch_dist.barrier()

@@ -1,0 +1,87 @@
+"""One batch through the model(s) and the metric core; only per-sample scalars leave the device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..metrics import STATUSES, spectral_metrics
+from ..models import LoadedModel, forward
+from .batching import Encoded, collate
+
+SPECTRAL_FIELDS = ("matrix_entropy", "entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact")
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """What to measure for every sample; part of the configuration that keys stored results."""
+
+    layers: tuple[int, ...]
+    need_loss: bool
+    exclude_bos: bool
+    special_ids: frozenset[int]
+
+
+def _metric_mask(ids: torch.Tensor, attention: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
+    """Positions that enter the matrix: real tokens, minus a leading BOS/CLS when asked."""
+    mask = attention.bool()
+    if cfg.exclude_bos and cfg.special_ids:
+        special = torch.tensor(sorted(cfg.special_ids), device=ids.device)
+        first = torch.isin(ids[:, 0], special)
+        mask = mask.clone()
+        mask[:, 0] &= ~first
+    return mask
+
+
+def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Sequence[int]) -> dict[int, dict[str, list]]:
+    """All layers of the batch in one call to the metric core, moved to the CPU as Python lists."""
+    stacked = torch.cat([hidden[layer] for layer in layers], dim=0)
+    r = spectral_metrics(stacked, mask.repeat(len(layers), 1))
+    cols = {name: getattr(r, name).cpu().view(len(layers), -1).tolist() for name in SPECTRAL_FIELDS}
+    cols["n_tokens"] = r.n_tokens.cpu().view(len(layers), -1).tolist()
+    cols["n_dropped"] = r.n_dropped.cpu().view(len(layers), -1).tolist()
+    cols["status"] = [[STATUSES[c] for c in row] for row in r.status_code.cpu().view(len(layers), -1).tolist()]
+    return {layer: {name: col[j] for name, col in cols.items()} for j, layer in enumerate(layers)}
+
+
+def measure_batch(
+    lm: LoadedModel, items: Sequence[Encoded], cfg: MeasureConfig, reference: LoadedModel | None = None
+) -> list[dict[str, Any]]:
+    """Per-sample records for a batch: spectral metrics per layer, loss, and the untrained model's entropy."""
+    ids, attention = collate(items, lm.tokenizer.pad_token_id, lm.device)
+    mask = _metric_mask(ids, attention, cfg)
+    out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss)
+    per_layer = _spectral(out.hidden, mask, cfg.layers)
+    out.hidden.clear()  # free the trained model's activations before the reference forward
+    untrained = None
+    if reference is not None:
+        ref_out = forward(reference, ids, attention, cfg.layers, need_loss=False)
+        untrained = _spectral(ref_out.hidden, mask, cfg.layers)
+    nll_sum = n_targets = None
+    if out.token_nll is not None:
+        nll_sum = out.token_nll.double().sum(dim=1).cpu().tolist()
+        n_targets = out.target_mask.sum(dim=1).cpu().tolist()
+    records = []
+    for i, item in enumerate(items):
+        layers = {}
+        for layer in cfg.layers:
+            values = {name: per_layer[layer][name][i] for name in (*SPECTRAL_FIELDS, "n_tokens", "n_dropped", "status")}
+            if untrained is not None:
+                values["entropy_untrained"] = untrained[layer]["entropy"][i]
+            layers[str(layer)] = values
+        record: dict[str, Any] = {
+            "doc_id": item.doc_id,
+            "n_input_tokens": len(item.input_ids),
+            "truncated": item.truncated,
+            "layers": layers,
+        }
+        if nll_sum is not None:
+            record["nll_sum"] = nll_sum[i]
+            record["n_targets"] = n_targets[i]
+            record["loss"] = nll_sum[i] / n_targets[i] if n_targets[i] else math.nan
+        records.append(record)
+    return records

@@ -1,0 +1,87 @@
+"""Durable per-sample results: append-only JSON lines, one file per writer, fsync'd after every batch.
+
+Why files and not SQLite: every process (rank, resumed run) appends to its own file, so there is no
+locking at all, and it works the same on a laptop disk and on a network filesystem shared by many
+nodes, where SQLite's locks (and WAL's shared memory) are not reliable. Each line carries a CRC32 of
+its payload, so a torn last write is detected and that sample is recomputed, never read as data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A short stable hash of everything that changes a number (canonical JSON, sha256)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _line(record: Mapping[str, Any]) -> str:
+    payload = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return f"{zlib.crc32(payload.encode()):08x} {payload}\n"
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """The record of a complete, intact line; None for a torn or corrupted one."""
+    if not line.endswith("\n") or len(line) < 10 or line[8] != " ":
+        return None
+    payload = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(payload.encode()):
+            return None
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+class ShardStore:
+    """The stored samples of one configuration: a directory of per-writer `.jsonl` shards."""
+
+    def __init__(self, directory: Path, config: Mapping[str, Any]):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = self.directory / "config.json"
+        if not meta.exists():
+            tmp = meta.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(config, sort_keys=True, indent=1, default=str))
+            os.replace(tmp, meta)
+        writer = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
+        self._path = self.directory / f"{writer}.jsonl"
+        self._file = None
+        self.n_torn = 0
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        """Every intact stored record by doc_id, from all writers' shards (later shards win on a tie)."""
+        records: dict[int, dict[str, Any]] = {}
+        self.n_torn = 0
+        for shard in sorted(self.directory.glob("*.jsonl")):
+            with open(shard, encoding="utf-8", errors="replace", newline="") as f:
+                for line in f:
+                    record = _parse(line)
+                    if record is None:
+                        self.n_torn += 1
+                    else:
+                        records[int(record["doc_id"])] = record
+        return records
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Write a batch's records and make them durable before returning."""
+        if self._file is None:
+            self._file = open(self._path, "a", encoding="utf-8", newline="")
+        self._file.write("".join(_line(r) for r in records))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

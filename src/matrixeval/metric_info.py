@@ -1,0 +1,44 @@
+"""The metrics a run can ask for: what each reads and which direction is better (shown by `matrixeval ls`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import MatrixEvalError
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    reads: str
+    higher_is_better: bool
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo("matrix_entropy", "hidden states", False, "von Neumann entropy of the token covariance / log d (Wei et al. 2024)"),
+        MetricInfo("effective_rank", "hidden states", False, "exp of the un-normalised matrix entropy (Roy & Vetterli)"),
+        MetricInfo("nuclear_norm", "hidden states", True, "Matrix Nuclear-Norm: top-min(N,d) column norms / N, as its reference code"),
+        MetricInfo("nuclear_norm_exact", "hidden states", True, "sum of singular values of the normalised tokens / N"),
+        MetricInfo("loss", "logits (causal LM head)", False, "mean next-token NLL per sample, averaged over samples"),
+        MetricInfo("perplexity", "logits (causal LM head)", False, "exp of each sample's loss, averaged over samples"),
+        MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True, "Diff-eRank: erank(untrained) - erank(trained)"),
+    )
+}
+SPECTRAL = ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact")
+LM_HEAD = ("loss", "perplexity")
+
+
+def parse_metrics(spec: str | list[str] | None, has_lm_head: bool) -> list[str]:
+    """Requested metric names, validated; None = matrix_entropy plus loss/perplexity when there is an LM head."""
+    if spec is None or spec == "" or spec == []:
+        return ["matrix_entropy", *(LM_HEAD if has_lm_head else ())]
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise MatrixEvalError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(METRICS)}")
+    if not has_lm_head and any(n in LM_HEAD for n in names):
+        raise MatrixEvalError("loss/perplexity need a causal LM head and this model has none; drop them from --metrics")
+    return list(dict.fromkeys(names))
