@@ -20,7 +20,7 @@ from .engine.batching import encode
 from .engine.dist import World, barrier, init_world
 from .engine.measure import MeasureConfig
 from .engine.runner import BatchSizer, run_task
-from .engine.store import ShardStore, config_key
+from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
 from .metric_info import parse_metrics
 from .models import LoadedModel, load_model, parse_model_args, random_init_like, resolve_layers
@@ -98,7 +98,8 @@ def evaluate(
     then `metrics` None means EMBEDDED_DEFAULT_METRICS.
     `tasks` names recipes, NAME=LOCAL_FILE pairs or files; None = the built-in offline task. Under
     torchrun / accelerate launch every rank takes part and rank 0 returns the results; other ranks return None.
-    Finished samples are stored durably as they complete, so re-running the same call resumes.
+    Finished samples are stored durably as they complete (under `store`, default OUTPUT/<model>/store), so
+    re-running the same call resumes; with output_path=None and no store nothing touches the disk.
     """
     started = time.time()
     batch_size = _check_batch_size(batch_size)
@@ -126,8 +127,8 @@ def evaluate(
         exclude_bos=exclude_bos,
         special_ids=frozenset(lm.tokenizer.all_special_ids),
     )
-    run_dir = Path(output_path or "results") / lm.name
-    store_root = Path(store) if store else run_dir / "store"
+    run_dir = Path(output_path or ".") / lm.name
+    store_root = Path(store) if store else (run_dir / "store" if output_path is not None else None)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     sizer = BatchSizer.parse(batch_size)
@@ -190,7 +191,7 @@ def _run_one(lm, reference, task, spec: TaskSpec, cfg, sizer, store_root, world:
         "device_type": lm.device.type,
     }
     key = config_key(key_config)
-    store = ShardStore(Path(store_root) / f"{task.name}-{key}", key_config)
+    store = ShardStore(Path(store_root) / f"{task.name}-{key}", key_config) if store_root else NullStore()
     run = run_task(lm, encoded, cfg, store, world, sizer, reference=reference, desc=task.name)
     if run is None:
         return None, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,7 +106,8 @@ def run_task(
             todo.append(batch)
     sizer.history.append(sizer.size)
     total = sum(len(b) for b in todo)
-    bar = tqdm(total=total, desc=desc, unit="sample", disable=not world.is_main or total == 0, leave=False)
+    quiet = not world.is_main or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
+    bar = tqdm(total=total, desc=desc, unit="sample", disable=quiet, leave=False)
     started = time.perf_counter()
     for batch in todo:
         items = [encoded[j] for j in batch]

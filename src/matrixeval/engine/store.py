@@ -85,3 +85,18 @@ class ShardStore:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class NullStore:
+    """No durability: for calls that write nothing to disk (output_path=None and no store)."""
+
+    n_torn = 0
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        return {}
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

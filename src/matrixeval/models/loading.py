@@ -1,0 +1,259 @@
+"""Load a Hugging Face model and its tokenizer once, and describe what the rest of matrixeval needs to know."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import MatrixEvalError
+from .args import ModelArgs, default_model_path
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["LoadedModel", "load_model", "model_name", "random_init_like", "unwrap"]
+
+_DEFAULT_NAME = "sentence-transformers__all-MiniLM-L6-v2"
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with its tokenizer and the facts the engine needs about it."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    args: ModelArgs
+    name: str
+    n_params: int
+    hidden_size: int
+    num_hidden_layers: int
+    has_lm_head: bool
+    device: torch.device
+    dtype: torch.dtype
+    max_positions: int | None
+    bos_token_id: int | None
+
+
+def load_model(args: ModelArgs, device: str | None = None) -> LoadedModel:
+    """Load ``args.pretrained`` (plus an optional PEFT adapter) in eval mode on ``device``.
+
+    Causal LMs load with ``AutoModelForCausalLM``, encoders with ``AutoModel``. ``device`` defaults to CUDA when
+    available; it is ignored when ``args.device_map`` places the model (accelerate).
+    """
+    target = _resolve_device(device) if args.device_map is None else None
+    config = _load_config(args)
+    causal = _is_causal_lm(config, args.pretrained)
+    model = _load_weights(args, causal)
+    if args.adapter:
+        model = _attach_adapter(model, args)
+    if target is not None:
+        model.to(target)
+    model.eval()
+    tokenizer = _load_tokenizer(args)
+    return _describe(model, tokenizer, args, model_name(args), has_lm_head=causal)
+
+
+def random_init_like(lm: LoadedModel, seed: int) -> LoadedModel:
+    """The same architecture and config with fresh random weights (the Diff-eRank baseline).
+
+    Weights are drawn on the CPU under ``torch.manual_seed(seed)`` (so they do not depend on the accelerator),
+    in ``lm.dtype``, then moved to ``lm.device``; the global RNG state is left untouched. Any adapter is dropped.
+    """
+    source = unwrap(lm.model)
+    config = copy.deepcopy(source.config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = type(source)._from_config(config, **{_dtype_key(): lm.dtype})
+    device_map = getattr(source, "hf_device_map", None)
+    if device_map and len(set(device_map.values())) > 1:
+        from accelerate import dispatch_model
+
+        model = dispatch_model(model, device_map=device_map)
+    else:
+        model.to(lm.device)
+    model.eval()
+    return _describe(model, lm.tokenizer, lm.args, f"{lm.name}__random{seed}", has_lm_head=lm.has_lm_head)
+
+
+def model_name(args: ModelArgs) -> str:
+    """A directory-safe name, lm-eval style: ``/tmp/x/gpt2`` -> ``__tmp__x__gpt2``; revision and adapter appended."""
+    base = _DEFAULT_NAME if args.pretrained == default_model_path() else _sanitize(args.pretrained)
+    if args.revision:
+        base += f"@{_sanitize(args.revision)}"
+    if args.adapter:
+        base += f"__adapter{_sanitize(args.adapter)}"
+    return base
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a PEFT wrapper (LoRA layers stay injected), else ``model`` itself."""
+    peft = sys.modules.get("peft")
+    if peft is not None and isinstance(model, peft.PeftModel):
+        return model.get_base_model()
+    return model
+
+
+def _text_config(config: PretrainedConfig) -> PretrainedConfig:
+    """The language part of a config (multimodal configs nest it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _sanitize(text: str) -> str:
+    return re.sub(r'["<>:/|\\?*\[\]]+', "__", text)
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise MatrixEvalError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MatrixEvalError(f"device {device!r} requested but CUDA is not available here; use device='cpu'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise MatrixEvalError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise MatrixEvalError(f"device {device!r} requested but MPS is not available here; use device='cpu'")
+    return resolved
+
+
+def _load_config(args: ModelArgs) -> PretrainedConfig:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(
+            args.pretrained, revision=args.revision, trust_remote_code=args.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise _not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
+
+
+def _not_loadable(what: str, path: str, err: Exception, trust_remote_code: bool) -> MatrixEvalError:
+    if _looks_like_path(path) and not os.path.exists(os.path.expanduser(path)):
+        return MatrixEvalError(f"{what} path {path!r} does not exist; pass an existing directory or a Hub ID")
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "trust_remote_code" in str(err) and not trust_remote_code:
+        return MatrixEvalError(f"{what} {path!r} ships its own code; add trust_remote_code=true if you trust it")
+    return MatrixEvalError(
+        f"cannot load {what} {path!r} ({reason}); check the ID, download it into the HF cache, or pass a local path"
+    )
+
+
+def _looks_like_path(text: str) -> bool:
+    # Hub IDs are "name" or "owner/name"; anything else with separators is meant as a local path.
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def _is_causal_lm(config: PretrainedConfig, pretrained: str) -> bool:
+    if getattr(config, "is_encoder_decoder", False):
+        raise MatrixEvalError(
+            f"model {pretrained!r} is an encoder-decoder ({config.model_type}); use a decoder-only or encoder model"
+        )
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    causal_classes = {c for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for c in _as_tuple(v)}
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        return any(a in causal_classes or a.endswith(_CAUSAL_SUFFIXES) for a in architectures)
+    model_type = getattr(config, "model_type", None)
+    return bool(getattr(config, "is_decoder", False)) or (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
+
+
+def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _load_weights(args: ModelArgs, causal: bool) -> PreTrainedModel:
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    auto = AutoModelForCausalLM if causal else AutoModel
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    kwargs = {_dtype_key(): dtype, "revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    if args.device_map is not None:
+        kwargs["device_map"] = args.device_map
+    try:
+        return auto.from_pretrained(args.pretrained, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
+
+
+def _dtype_key() -> str:
+    """transformers < 4.56 calls the dtype argument ``torch_dtype``."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def _attach_adapter(model: PreTrainedModel, args: ModelArgs) -> torch.nn.Module:
+    from peft import PeftModel
+
+    try:
+        wrapped = PeftModel.from_pretrained(model, args.adapter)
+    except (OSError, ValueError) as err:
+        raise _not_loadable("adapter", args.adapter, err, False) from err
+    if wrapped.active_peft_config.is_prompt_learning:
+        raise MatrixEvalError(
+            f"adapter {args.adapter!r} is a prompt-learning adapter; only weight adapters such as LoRA are supported"
+        )
+    return wrapped
+
+
+def _load_tokenizer(args: ModelArgs) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            args.pretrained, revision=args.revision, trust_remote_code=args.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise _not_loadable("tokenizer", args.pretrained, err, args.trust_remote_code) from err
+    if tokenizer.pad_token is None:
+        fallback = next((t for t in ("eos_token", "bos_token", "unk_token", "sep_token") if getattr(tokenizer, t)), None)
+        if fallback is None:
+            raise MatrixEvalError(f"tokenizer of {args.pretrained!r} has no pad, eos, bos, unk or sep token to pad with")
+        tokenizer.pad_token = getattr(tokenizer, fallback)
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _describe(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, args: ModelArgs, name: str, *, has_lm_head: bool
+) -> LoadedModel:
+    config = _text_config(unwrap(model).config)
+    embeddings = unwrap(model).get_input_embeddings().weight
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        args=args,
+        name=name,
+        n_params=sum(p.numel() for p in model.parameters()),
+        hidden_size=int(config.hidden_size),
+        num_hidden_layers=int(config.num_hidden_layers),
+        has_lm_head=has_lm_head,
+        device=embeddings.device,
+        dtype=embeddings.dtype,
+        max_positions=_max_positions(config),
+        bos_token_id=tokenizer.bos_token_id,
+    )
+
+
+def _max_positions(config: PretrainedConfig) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
