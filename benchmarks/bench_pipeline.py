@@ -48,7 +48,7 @@ def bare_loop(lm: LoadedModel, encoded, batch_size: int) -> float:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for batch in plan_batches(encoded, batch_size):
-            ids, mask = collate([encoded[j] for j in batch], lm.tokenizer.pad_token_id, lm.device)
+            ids, mask, _ = collate([encoded[j] for j in batch], lm.tokenizer.pad_token_id, lm.device)
             lm.model(input_ids=ids, attention_mask=mask)
     return time.perf_counter() - t0
 

@@ -40,6 +40,9 @@ class Document:
     doc_id: int  # index of the record in its source (stable under sampling and limits)
     text: str  # the text the model reads
     record: Mapping[str, Any]  # the raw source record
+    # Text read before `text` as context only: its tokens condition the model but enter no metric
+    # (a prompt before a QA pair, an instruction before a response, a question before a choice).
+    context: str = ""
 
 
 @dataclass

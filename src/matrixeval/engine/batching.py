@@ -22,14 +22,28 @@ class Encoded:
     doc_id: int
     input_ids: tuple[int, ...]
     truncated: bool
+    span_start: int = 0  # tokens before this index are context: in the model's input, in no metric
 
 
 def encode(tokenizer, documents: Sequence[Document], max_length: int) -> list[Encoded]:
-    """Tokenise every document (special tokens as the model expects them), truncating at max_length."""
-    texts = [doc.text for doc in documents]
-    full = tokenizer(texts, add_special_tokens=True, truncation=False, return_attention_mask=False)["input_ids"]
+    """Tokenise every document (special tokens as the model expects them), truncating at max_length.
+
+    A document with `context` is encoded as lm-evaluation-harness does for a continuation: context with
+    special tokens, then the text's tokens without them, so the boundary between the two is exact.
+    """
     out = []
-    for doc, ids in zip(documents, full):
+    plain = [doc for doc in documents if not doc.context]
+    full = tokenizer([d.text for d in plain], add_special_tokens=True, truncation=False,
+                     return_attention_mask=False)["input_ids"] if plain else []
+    by_id = {doc.doc_id: ids for doc, ids in zip(plain, full)}
+    for doc in documents:
+        if doc.context:
+            ctx = tokenizer(doc.context, add_special_tokens=True)["input_ids"]
+            ids = ctx + tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+            cut = len(ids) > max_length
+            out.append(Encoded(doc.doc_id, tuple(ids[:max_length]), cut, span_start=len(ctx)))
+            continue
+        ids = by_id[doc.doc_id]
         cut = len(ids) > max_length
         if cut:  # keep trailing special tokens (e.g. [SEP]) the way the tokenizer's own truncation does
             ids = tokenizer(doc.text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
@@ -43,12 +57,17 @@ def plan_batches(items: Sequence[Encoded], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(items: Sequence[Encoded], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input ids and attention mask (B, N_max) on `device`."""
+def collate(items: Sequence[Encoded], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input ids, attention mask and span mask (B, N_max) on `device`.
+
+    The span mask is true on real tokens at or after each sample's span_start: the tokens metrics read.
+    """
     width = max(len(it.input_ids) for it in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
+    span = torch.zeros((len(items), width), dtype=torch.bool)
     for row, it in enumerate(items):
         ids[row, : len(it.input_ids)] = torch.tensor(it.input_ids, dtype=torch.long)
         mask[row, : len(it.input_ids)] = 1
-    return ids.to(device), mask.to(device)
+        span[row, it.span_start : len(it.input_ids)] = True
+    return ids.to(device), mask.to(device), span.to(device)

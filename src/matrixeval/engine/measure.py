@@ -26,9 +26,9 @@ class MeasureConfig:
     special_ids: frozenset[int]
 
 
-def _metric_mask(ids: torch.Tensor, attention: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
-    """Positions that enter the matrix: real tokens, minus a leading BOS/CLS when asked."""
-    mask = attention.bool()
+def _metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
+    """Positions that enter the matrix: the span's tokens, minus a leading BOS/CLS when asked."""
+    mask = span
     if cfg.exclude_bos and cfg.special_ids:
         special = torch.tensor(sorted(cfg.special_ids), device=ids.device)
         first = torch.isin(ids[:, 0], special)
@@ -52,8 +52,8 @@ def measure_batch(
     lm: LoadedModel, items: Sequence[Encoded], cfg: MeasureConfig, reference: LoadedModel | None = None
 ) -> list[dict[str, Any]]:
     """Per-sample records for a batch: spectral metrics per layer, loss, and the untrained model's entropy."""
-    ids, attention = collate(items, lm.tokenizer.pad_token_id, lm.device)
-    mask = _metric_mask(ids, attention, cfg)
+    ids, attention, span = collate(items, lm.tokenizer.pad_token_id, lm.device)
+    mask = _metric_mask(ids, span, cfg)
     out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss)
     per_layer = _spectral(out.hidden, mask, cfg.layers)
     out.hidden.clear()  # free the trained model's activations before the reference forward
@@ -63,8 +63,9 @@ def measure_batch(
         untrained = _spectral(ref_out.hidden, mask, cfg.layers)
     nll_sum = n_targets = None
     if out.token_nll is not None:
-        nll_sum = out.token_nll.double().sum(dim=1).cpu().tolist()
-        n_targets = out.target_mask.sum(dim=1).cpu().tolist()
+        targets = out.target_mask & span  # a span token is a target when something precedes it
+        nll_sum = torch.where(targets, out.token_nll.double(), 0.0).sum(dim=1).cpu().tolist()
+        n_targets = targets.sum(dim=1).cpu().tolist()
     records = []
     for i, item in enumerate(items):
         layers = {}

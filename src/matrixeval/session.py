@@ -1,0 +1,243 @@
+"""A loaded model in a (possibly distributed) world, with its store: what `run` and every experiment share.
+
+`Session.run(name, documents)` measures any list of documents through the engine — durable per-sample
+store, resume, data parallelism, batch-size back-off — and returns the task's results entry on rank 0.
+Experiments build their document variants (truncated, shuffled, prompted, ...) and call it; they never
+re-implement batching or metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .data import Document
+from .engine.batching import encode
+from .engine.dist import barrier, init_world
+from .engine.measure import MeasureConfig
+from .engine.runner import BatchSizer, run_task
+from .engine.store import NullStore, ShardStore, config_key
+from .errors import MatrixEvalError
+from .metric_info import parse_metrics
+from .models import load_model, parse_model_args, random_init_like, resolve_layers
+from .results import higher_is_better, json_safe, task_results
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 2048
+# With no model given, the packaged MiniLM (an encoder: no loss) shows what the spectra say, Diff-eRank included.
+EMBEDDED_DEFAULT_METRICS = "matrix_entropy,effective_rank,nuclear_norm,diff_erank"
+
+
+def _check_batch_size(batch_size: int | str) -> int | str:
+    if batch_size == "auto":
+        return batch_size
+    try:
+        value = int(batch_size)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise MatrixEvalError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    return value
+
+
+def _model_fingerprint(pretrained: str) -> list[Any]:
+    """Size and mtime of a local checkpoint's files: a retrained model in the same folder gets a new key."""
+    path = Path(pretrained)
+    if not path.is_dir():
+        return []
+    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in path.iterdir() if f.is_file())
+
+
+def _docs_digest(documents: Sequence[Document]) -> str:
+    h = hashlib.sha256()
+    for doc in documents:
+        h.update(f"{doc.doc_id}\0{doc.context}\0{doc.text}\0".encode())
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import datasets
+    import torch
+    import transformers
+
+    return {
+        "matrixeval": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class Session:
+    """One model, loaded once, measuring as many document sets as a command needs."""
+
+    def __init__(
+        self,
+        model_args: str | Mapping[str, Any] | None = None,
+        *,
+        metrics: str | Sequence[str] | None = None,
+        layers: str | Sequence[int] | None = "last",
+        batch_size: int | str = 8,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        seed: int = 1234,
+        device: str | None = None,
+        output_path: str | os.PathLike | None = "results",
+        store: str | os.PathLike | None = None,
+        exclude_bos: bool = False,
+    ):
+        self.started = time.time()
+        self.batch_size = _check_batch_size(batch_size)
+        if max_length < 2:
+            raise MatrixEvalError(f"max_length must be at least 2 tokens, got {max_length}")
+        self.world = init_world(device)
+        if self.world.size > 1 and device is None:
+            import torch
+
+            device = f"cuda:{self.world.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.model_args_text = model_args if isinstance(model_args, str) else None
+        self.args = parse_model_args(model_args)
+        self.lm = load_model(self.args, device)
+        if metrics is None and model_args is None:
+            metrics = EMBEDDED_DEFAULT_METRICS
+        self.metrics = parse_metrics(metrics, self.lm.has_lm_head)
+        self.layers = resolve_layers(layers, self.lm.num_hidden_layers)
+        self.seed = seed
+        self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
+        self.max_length = min(max_length, self.lm.max_positions) if self.lm.max_positions else max_length
+        self.cfg = MeasureConfig(
+            layers=tuple(self.layers),
+            need_loss=any(m in self.metrics for m in ("loss", "perplexity")),
+            exclude_bos=exclude_bos,
+            special_ids=frozenset(self.lm.tokenizer.all_special_ids),
+        )
+        self.output_path = Path(output_path) if output_path is not None else None
+        self.run_dir = (self.output_path or Path(".")) / self.lm.name
+        self.store_root = Path(store) if store else (self.run_dir / "store" if output_path is not None else None)
+        self.sizer = BatchSizer.parse(self.batch_size)
+
+    def run(
+        self,
+        name: str,
+        documents: Sequence[Document],
+        *,
+        load_skipped: Mapping[str, int] | None = None,
+        source: str = "",
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | tuple[None, None]:
+        """Measure `documents` as task `name`: (results entry, per-sample records) on rank 0, (None, None) elsewhere.
+
+        Raises MatrixEvalError when no sample has a defined value, so no results file claims numbers.
+        """
+        encoded = encode(self.lm.tokenizer, documents, self.max_length)
+        key_config = {
+            "matrixeval": __version__,
+            "model": [self.args.pretrained, self.args.revision, self.args.dtype, self.args.adapter,
+                      sorted(self.args.extra.items())],
+            "model_files": _model_fingerprint(self.args.pretrained),
+            "task": name,
+            "documents": _docs_digest(documents),
+            "max_length": self.max_length,
+            "exclude_bos": self.cfg.exclude_bos,
+            "layers": list(self.cfg.layers),
+            "need_loss": self.cfg.need_loss,
+            "diff_erank_seed": self.seed if self.reference is not None else None,
+            "batch_size": self.batch_size,
+            "device_type": self.lm.device.type,
+        }
+        if self.store_root is not None:
+            safe = name.replace("/", "__")
+            store = ShardStore(self.store_root / f"{safe}-{config_key(key_config)}", key_config)
+        else:
+            store = NullStore()
+        run = run_task(self.lm, encoded, self.cfg, store, self.world, self.sizer, reference=self.reference, desc=name)
+        if run is None:
+            return None, None
+        entry = task_results(
+            run.records,
+            layers=self.cfg.layers,
+            metrics=self.metrics,
+            hidden_size=self.lm.hidden_size,
+            seed=self.seed,
+            load_skipped=load_skipped or {},
+            n_resumed=run.n_resumed,
+        )
+        if entry["n_samples"] == 0:
+            raise MatrixEvalError(
+                f"task {name!r} has zero valid samples (skipped: {entry['skipped_by_status']}); "
+                "check the text field and max_length, or use longer texts"
+            )
+        nonfinite = entry["skipped_by_status"].get("nonfinite")
+        if nonfinite:
+            logger.warning(
+                "task %s: %d samples had NaN/Inf hidden states and were excluded; fp16 overflows easily, "
+                "load the model with dtype=bfloat16 or float32", name, nonfinite,
+            )
+        entry["source"] = source
+        entry["n_torn_store_lines"] = run.n_torn
+        return entry, run.records
+
+    def config(self) -> dict[str, Any]:
+        """The results JSON's "config" section."""
+        lm = self.lm
+        return {
+            "model_args": self.model_args_text or f"pretrained={self.args.pretrained}",
+            "model_name": lm.name,
+            "n_params": lm.n_params,
+            "hidden_size": lm.hidden_size,
+            "num_layers": lm.num_hidden_layers,
+            "dtype": str(lm.dtype).replace("torch.", ""),
+            "device": str(lm.device),
+            "layers": self.layers,
+            "metrics": self.metrics,
+            "max_length": self.max_length,
+            "batch_size": self.batch_size,
+            "batch_sizes_used": sorted(set(self.sizer.history), reverse=True),
+            "seed": self.seed,
+            "exclude_bos": self.cfg.exclude_bos,
+            "world_size": self.world.size,
+        }
+
+    def finish(
+        self,
+        results: Mapping[str, Any],
+        *,
+        per_sample: Mapping[str, list[dict[str, Any]]] | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+        prefix: str = "results",
+        **sections: Any,
+    ) -> dict[str, Any] | None:
+        """Assemble the results dict on rank 0 and write `<prefix>_<timestamp>.json` (+ samples) when persisting."""
+        barrier(self.world)
+        if not self.world.is_main:
+            return None
+        out = {
+            "results": dict(results),
+            **sections,
+            "config": {**self.config(), **(extra_config or {})},
+            "higher_is_better": higher_is_better(self.metrics),
+            "versions": versions(),
+            "date": datetime.now().isoformat(timespec="seconds"),
+            "total_evaluation_time_seconds": round(time.time() - self.started, 3),
+        }
+        if self.output_path is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S.%f")
+            path = self.run_dir / f"{prefix}_{stamp}.json"
+            path.write_text(json.dumps(json_safe(out), indent=2, allow_nan=False))
+            for task, records in (per_sample or {}).items():
+                safe = task.replace("/", "__")
+                with open(self.run_dir / f"samples_{safe}_{stamp}.jsonl", "w", encoding="utf-8") as f:
+                    for r in records:
+                        f.write(json.dumps(json_safe(r)) + "\n")
+            out["results_path"] = str(path)
+        return out
