@@ -58,7 +58,38 @@ def build_parser() -> argparse.ArgumentParser:
                      "when the model has an LM head; with no --model_args also diff_erank)")
     run.add_argument("--log_samples", action="store_true", help="also write samples_<task>_<timestamp>.jsonl")
     sub.add_parser("ls", help="list tasks and metrics, one line each with what they read")
+    _add_compare(sub)
+    _add_experiments(sub)
     return parser
+
+
+def _add_compare(sub) -> None:
+    from .experiments import load_module
+
+    compare = load_module("matrixeval.experiments.compare")
+    if compare is None:
+        return
+    p = sub.add_parser("compare", help=compare.DESCRIPTION, description=compare.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_arguments(p)
+    p.set_defaults(handler=compare.run)
+
+
+def _add_experiments(sub) -> None:
+    from .experiments import EXPERIMENTS, load_experiment
+
+    exp = sub.add_parser("experiment", help="the papers' analyses, one command each")
+    names = exp.add_subparsers(dest="experiment", metavar="NAME")
+    for name in EXPERIMENTS:
+        module = load_experiment(name)
+        if module is None:
+            continue
+        p = names.add_parser(name, help=module.DESCRIPTION, description=module.__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        if getattr(module, "SHARED_ARGS", True):
+            add_model_and_task_args(p)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -103,8 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    handler = getattr(a, "handler", None) or COMMANDS.get(a.command)
+    if handler is None:
+        parser.parse_args([a.command, "--help"])
     try:
-        return COMMANDS[a.command](a)
+        return handler(a)
     except MatrixEvalError as err:
         print(f"matrixeval: error: {err}", file=sys.stderr)
         return 2
