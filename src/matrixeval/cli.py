@@ -134,6 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if getattr(a, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if a.command not in ("ls", "compare"):
+        # Our own progress bar (samples, tokens/s) is the one to watch; transformers' per-weight bar is noise.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     handler = getattr(a, "handler", None) or COMMANDS.get(a.command)
     if handler is None:
         parser.parse_args([a.command, "--help"])

@@ -34,6 +34,10 @@ def init_world(device: str | None) -> World:
         cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
         if cuda:
             torch.cuda.set_device(local_rank)
+        elif "OMP_NUM_THREADS" not in os.environ:
+            # CPU ranks on one machine share its cores; without this each would start one thread per core.
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
         torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
     return World(rank=rank, size=size, local_rank=local_rank)
 

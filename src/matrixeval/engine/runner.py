@@ -21,6 +21,8 @@ from .store import ShardStore
 logger = logging.getLogger(__name__)
 
 AUTO_START = 64  # first batch size tried by --batch_size auto; halved on out-of-memory
+# Fault injection for tests/fault_runs.py: a pause after each durable batch, so a run can be killed mid-way.
+_FAULT_DELAY = float(os.environ.get("MATRIXEVAL_FAULT_BATCH_DELAY", "0") or 0)
 
 
 @dataclass
@@ -114,6 +116,8 @@ def run_task(
         new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference))
         store.append(new)
         records.extend(new)
+        if _FAULT_DELAY:
+            time.sleep(_FAULT_DELAY)
         n_tokens += sum(len(it.input_ids) for it in items)
         bar.update(len(items))
         bar.set_postfix(tok_s=f"{n_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
