@@ -22,7 +22,7 @@ from typing import Any
 from ._version import __version__
 from .data import Document
 from .engine.batching import encode
-from .engine.dist import barrier, init_world
+from .engine.dist import barrier, broadcast_from_main, init_world
 from .engine.measure import MeasureConfig
 from .engine.runner import BatchSizer, run_task
 from .engine.store import NullStore, ShardStore, config_key
@@ -160,22 +160,26 @@ class Session:
         else:
             store = NullStore()
         run = run_task(self.lm, encoded, self.cfg, store, self.world, self.sizer, reference=self.reference, desc=name)
+        entry, error = None, None
+        if run is not None:
+            entry = task_results(
+                run.records,
+                layers=self.cfg.layers,
+                metrics=self.metrics,
+                hidden_size=self.lm.hidden_size,
+                seed=self.seed,
+                load_skipped=load_skipped or {},
+                n_resumed=run.n_resumed,
+            )
+            if entry["n_samples"] == 0:
+                error = (f"task {name!r} has zero valid samples (skipped: {entry['skipped_by_status']}); "
+                         "check the text field and max_length, or use longer texts")
+        # Every rank stops on the same error, so none is left waiting at the next collective.
+        error = broadcast_from_main(error, self.world)
+        if error:
+            raise MatrixEvalError(error)
         if run is None:
             return None, None
-        entry = task_results(
-            run.records,
-            layers=self.cfg.layers,
-            metrics=self.metrics,
-            hidden_size=self.lm.hidden_size,
-            seed=self.seed,
-            load_skipped=load_skipped or {},
-            n_resumed=run.n_resumed,
-        )
-        if entry["n_samples"] == 0:
-            raise MatrixEvalError(
-                f"task {name!r} has zero valid samples (skipped: {entry['skipped_by_status']}); "
-                "check the text field and max_length, or use longer texts"
-            )
         nonfinite = entry["skipped_by_status"].get("nonfinite")
         if nonfinite:
             logger.warning(
