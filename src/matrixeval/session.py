@@ -50,7 +50,7 @@ def _check_batch_size(batch_size: int | str) -> int | str:
     return value
 
 
-def _model_fingerprint(pretrained: str) -> list[Any]:
+def model_fingerprint(pretrained: str) -> list[Any]:
     """Size and mtime of a local checkpoint's files: a retrained model in the same folder gets a new key."""
     path = Path(pretrained)
     if not path.is_dir():
@@ -143,7 +143,7 @@ class Session:
             "matrixeval": __version__,
             "model": [self.args.pretrained, self.args.revision, self.args.dtype, self.args.adapter,
                       sorted(self.args.extra.items())],
-            "model_files": _model_fingerprint(self.args.pretrained),
+            "model_files": model_fingerprint(self.args.pretrained),
             "task": name,
             "documents": _docs_digest(documents),
             "max_length": self.max_length,

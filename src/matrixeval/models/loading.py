@@ -47,12 +47,12 @@ def load_model(args: ModelArgs, device: str | None = None) -> LoadedModel:
     Causal LMs load with ``AutoModelForCausalLM``, encoders with ``AutoModel``. ``device`` defaults to CUDA when
     available; it is ignored when ``args.device_map`` places the model (accelerate).
     """
-    target = _resolve_device(device) if args.device_map is None else None
-    config = _load_config(args)
+    target = resolve_device(device) if args.device_map is None else None
+    config = load_config(args)
     causal = _is_causal_lm(config, args.pretrained)
     model = _load_weights(args, causal)
     if args.adapter:
-        model = _attach_adapter(model, args)
+        model = attach_adapter(model, args)
     if target is not None:
         model.to(target)
     model.eval()
@@ -70,7 +70,7 @@ def random_init_like(lm: LoadedModel, seed: int) -> LoadedModel:
     config = copy.deepcopy(source.config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = type(source)._from_config(config, **{_dtype_key(): lm.dtype})
+        model = type(source)._from_config(config, **{dtype_key(): lm.dtype})
     device_map = getattr(source, "hf_device_map", None)
     if device_map and len(set(device_map.values())) > 1:
         from accelerate import dispatch_model
@@ -109,7 +109,7 @@ def _sanitize(text: str) -> str:
     return re.sub(r'["<>:/|\\?*\[\]]+', "__", text)
 
 
-def _resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -125,7 +125,7 @@ def _resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def _load_config(args: ModelArgs) -> PretrainedConfig:
+def load_config(args: ModelArgs) -> PretrainedConfig:
     from transformers import AutoConfig
 
     try:
@@ -133,10 +133,10 @@ def _load_config(args: ModelArgs) -> PretrainedConfig:
             args.pretrained, revision=args.revision, trust_remote_code=args.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise _not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
+        raise not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
 
 
-def _not_loadable(what: str, path: str, err: Exception, trust_remote_code: bool) -> MatrixEvalError:
+def not_loadable(what: str, path: str, err: Exception, trust_remote_code: bool) -> MatrixEvalError:
     if _looks_like_path(path) and not os.path.exists(os.path.expanduser(path)):
         return MatrixEvalError(f"{what} path {path!r} does not exist; pass an existing directory or a Hub ID")
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -181,16 +181,16 @@ def _load_weights(args: ModelArgs, causal: bool) -> PreTrainedModel:
 
     auto = AutoModelForCausalLM if causal else AutoModel
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    kwargs = {_dtype_key(): dtype, "revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    kwargs = {dtype_key(): dtype, "revision": args.revision, "trust_remote_code": args.trust_remote_code}
     if args.device_map is not None:
         kwargs["device_map"] = args.device_map
     try:
         return auto.from_pretrained(args.pretrained, **kwargs)
     except (OSError, ValueError) as err:
-        raise _not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
+        raise not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
 
 
-def _dtype_key() -> str:
+def dtype_key() -> str:
     """transformers < 4.56 calls the dtype argument ``torch_dtype``."""
     import transformers
 
@@ -198,13 +198,13 @@ def _dtype_key() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def _attach_adapter(model: PreTrainedModel, args: ModelArgs) -> torch.nn.Module:
+def attach_adapter(model: PreTrainedModel, args: ModelArgs) -> torch.nn.Module:
     from peft import PeftModel
 
     try:
         wrapped = PeftModel.from_pretrained(model, args.adapter)
     except (OSError, ValueError) as err:
-        raise _not_loadable("adapter", args.adapter, err, False) from err
+        raise not_loadable("adapter", args.adapter, err, False) from err
     if wrapped.active_peft_config.is_prompt_learning:
         raise MatrixEvalError(
             f"adapter {args.adapter!r} is a prompt-learning adapter; only weight adapters such as LoRA are supported"
@@ -220,7 +220,7 @@ def _load_tokenizer(args: ModelArgs) -> PreTrainedTokenizerBase:
             args.pretrained, revision=args.revision, trust_remote_code=args.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise _not_loadable("tokenizer", args.pretrained, err, args.trust_remote_code) from err
+        raise not_loadable("tokenizer", args.pretrained, err, args.trust_remote_code) from err
     if tokenizer.pad_token is None:
         fallback = next((t for t in ("eos_token", "bos_token", "unk_token", "sep_token") if getattr(tokenizer, t)), None)
         if fallback is None:

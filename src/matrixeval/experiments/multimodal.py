@@ -1,0 +1,382 @@
+"""Matrix entropy inside a vision-language model (seed paper §6, Tables 5 and 6).
+
+Per sample (one image, an instruction and a response), matrix entropy / log d of its own hidden size at:
+  H1  the vision features the connector receives (LLaVA-1.5: layer -2 without CLS)
+  H2  the connector (projector) output for the same image
+  H3  the LLM's final layer at the image-token positions, input = the image only
+  H4  the LLM's final layer, all positions, input = instruction + response only
+  H5  the LLM's final layer, all positions, input = image + instruction + response
+and per data set: image_reduction = H1 - H2, image_text_alignment = min(H3,H4,H5) / max(H3,H4,H5).
+--rotate (image turned 90 degrees clockwise before the processor) and --reverse_after_connector (projected
+image tokens reversed before the LLM) are reported next to the unchanged base, one row each.
+
+Data: .jsonl/.json records {image, instruction, response} (or "output" for the response), or LLaVA
+conversation records {image, conversations: [{from: human, value: "<image>\\nQ"}, {from: gpt, value: A}]}.
+Relative image paths are joined to --image_root (default: the data file's folder).
+Models: HF LLaVA works as is; name other models' parts in --model_args with vision_module=...,
+projector_module=... (and language_module=...), dotted paths as print(model) shows them.
+Samples run one at a time (--batch_size is not used) on the final layer (--layers must stay "last");
+nothing is truncated (--max_length is not used; a sample longer than the model's positions is an error).
+Finished samples are stored under --store and a re-run resumes.
+
+Example:
+  matrixeval experiment multimodal --model_args pretrained=llava-hf/llava-1.5-7b-hf,dtype=bfloat16 \\
+      --tasks coco=coco2014_val_gpt4_qa_30x3.jsonl --image_root val2014 --rotate --reverse_after_connector
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._version import __version__
+from ..data.readers import read_rows
+from ..engine.store import NullStore, ShardStore, config_key
+from ..errors import MatrixEvalError
+from ..metrics import SpectralMetrics, aggregate, spectral_metrics
+from ..models import parse_model_args
+from ..models.vision import VisionLanguageModel, build_prompts, capture, load_vision_language_model
+from ..results import json_safe
+
+__all__ = ["DESCRIPTION", "LEVELS", "OPERATIONS", "Sample", "load_samples", "measure_sample", "multimodal",
+           "summary_rows"]
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = "entropy at five places of a vision-language model: H1..H5, image reduction, image-text alignment"
+LEVELS = ("H1", "H2", "H3", "H4", "H5")
+OPERATIONS = ("base", "rotate", "reverse_after_connector")
+COLUMNS = ["task", "operation", *LEVELS, "image_reduction", "image_text_alignment", "n"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    doc_id: int  # index of the record in its file
+    image: Path
+    instruction: str
+    response: str
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def load_samples(
+    path: str | Path, task: str, *, image_root: str | Path | None = None, limit: int | None = None,
+    on_error: str = "fail",
+) -> tuple[list[Sample], dict[str, int]]:
+    """The first `limit` usable samples of a data file and the counts of records skipped, by reason.
+
+    Bad records (malformed, missing fields, missing image file) raise a one-line MatrixEvalError, or are
+    skipped and counted with on_error="skip".
+    """
+    if on_error not in ("skip", "fail"):
+        raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise MatrixEvalError(f"limit must be a positive number of samples (or None for all), got {limit!r}")
+    root = Path(image_root) if image_root is not None else Path(path).parent
+    samples: list[Sample] = []
+    skipped: Counter[str] = Counter()
+    for row in read_rows(path, task):
+        if limit is not None and len(samples) >= limit:
+            break
+        try:
+            if row.problem is not None:
+                raise _Skip(*row.problem)
+            samples.append(_sample(row.index, row.record, row.where, root, image_root is not None))
+        except _Skip as skip:
+            if on_error == "fail":
+                raise MatrixEvalError(str(skip)) from None
+            skipped[skip.reason] += 1
+    if not samples:
+        raise MatrixEvalError(f"task {task!r} has no usable samples in {path} (skipped: {dict(skipped) or 'none'})")
+    return samples, dict(skipped)
+
+
+def _sample(index: int, record: Mapping[str, Any], where: str, root: Path, root_given: bool) -> Sample:
+    if "conversations" in record:
+        instruction, response = _first_exchange(record["conversations"])
+    else:
+        instruction, response = record.get("instruction"), record.get("response", record.get("output"))
+    image = record.get("image")
+    for name, value in (("image", image), ("instruction", instruction), ("response", response)):
+        if not isinstance(value, str) or not value.strip():
+            raise _Skip("missing_field", f"{where}: no {name} string (fields: {', '.join(map(str, record))}); "
+                        "records need image, instruction and response (or output), or LLaVA conversations")
+    file = Path(image).expanduser()
+    file = file if file.is_absolute() else root / file
+    if not file.is_file():
+        given = f"--image_root {str(root)!r}" if root_given else f"no --image_root (so relative to {str(root)!r})"
+        raise _Skip("missing_image", f"{where}: image file {str(file)!r} not found ({image!r} with {given}); "
+                    "pass the image folder with --image_root DIR, or --on_error skip")
+    return Sample(index, file, instruction.replace("<image>", "").strip(), response.strip())
+
+
+def _first_exchange(turns: Any) -> tuple[Any, Any]:
+    """The first human turn and the assistant turn after it, from LLaVA's conversation list."""
+    if not isinstance(turns, list):
+        return None, None
+    turns = [t if isinstance(t, dict) else {} for t in turns]
+    roles = [str(t.get("from", t.get("role", ""))).lower() for t in turns]
+    texts = [t.get("value", t.get("content")) for t in turns]
+    for i, role in enumerate(roles[:-1]):
+        if role in ("human", "user") and roles[i + 1] in ("gpt", "assistant"):
+            return texts[i], texts[i + 1]
+    return None, None
+
+
+def measure_sample(
+    vlm: VisionLanguageModel, sample: Sample, *, operation: str = "base", exclude_bos: bool = False
+) -> dict[str, SpectralMetrics]:
+    """H1..H5 of one sample under `operation` (one of OPERATIONS): the metric core's values for those states."""
+    from PIL import Image
+
+    if operation not in OPERATIONS:
+        raise MatrixEvalError(f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+    try:
+        with Image.open(sample.image) as raw:
+            image = raw.convert("RGB")
+    except OSError as err:
+        raise MatrixEvalError(f"cannot read image {str(sample.image)!r} ({err}); check the file") from None
+    if operation == "rotate":
+        image = image.transpose(Image.Transpose.ROTATE_270)  # 270° counter-clockwise = 90° clockwise
+    reverse = operation == "reverse_after_connector"
+    prompts = build_prompts(vlm, sample.instruction, sample.response)
+    alone = capture(vlm, prompts.image_only, image, reverse_after_connector=reverse)
+    text = capture(vlm, prompts.text_only)
+    both = capture(vlm, prompts.image_text, image, reverse_after_connector=reverse)
+    return {
+        "H1": spectral_metrics(alone.projector_input),
+        "H2": spectral_metrics(alone.projector_output),
+        "H3": spectral_metrics(alone.hidden, alone.image_mask),
+        "H4": spectral_metrics(text.hidden, _positions(vlm, text, exclude_bos)),
+        "H5": spectral_metrics(both.hidden, _positions(vlm, both, exclude_bos)),
+    }
+
+
+def _positions(vlm: VisionLanguageModel, cap, exclude_bos: bool) -> torch.Tensor:
+    mask = cap.attention_mask.bool()
+    if exclude_bos and vlm.bos_token_id is not None and int(cap.input_ids[0, 0]) == vlm.bos_token_id:
+        mask = mask.clone()
+        mask[:, 0] = False
+    return mask
+
+
+def _record(doc_id: int, values: Mapping[str, SpectralMetrics]) -> dict[str, Any]:
+    return {"doc_id": doc_id, **{
+        level: {"entropy": float(m.entropy[0]), "status": m.status[0], "n_tokens": int(m.n_tokens[0]),
+                "hidden_size": m.hidden_size}
+        for level, m in values.items()
+    }}
+
+
+def _digest(samples: Sequence[Sample]) -> str:
+    """What the stored numbers depend on in the data: texts, image paths and the image files' size and mtime."""
+    h = hashlib.sha256()
+    for s in samples:
+        stat = s.image.stat()
+        h.update(f"{s.doc_id}\0{s.image}\0{stat.st_size}\0{stat.st_mtime_ns}\0{s.instruction}\0{s.response}\0".encode())
+    return h.hexdigest()
+
+
+def _entry(records: Sequence[Mapping[str, Any]], seed: int) -> dict[str, Any]:
+    """Data-set values over the samples whose five states are all defined (so H1-H2 and min/max pair up)."""
+    complete = [all(r[level]["status"] == "ok" for level in LEVELS) for r in records]
+    out: dict[str, Any] = {}
+    for level in LEVELS:
+        entropies = [r[level]["entropy"] if ok else math.nan for r, ok in zip(records, complete)]
+        d = records[0][level]["hidden_size"]
+        agg = aggregate(entropies, d, seed=seed)
+        out[level], out[f"{level}_stderr"], out[f"{level}_ci95"] = agg.a.mean, agg.a.stderr, list(agg.a.ci95)
+    h = [out[level] for level in LEVELS]
+    out["image_reduction"] = h[0] - h[1]
+    out["image_text_alignment"] = min(h[2:]) / max(h[2:])
+    out["hidden_size"] = {level: records[0][level]["hidden_size"] for level in LEVELS}
+    out["n_samples"] = sum(complete)
+    out["skipped_by_status"] = dict(Counter(
+        f"{level}:{r[level]['status']}" for r in records for level in LEVELS if r[level]["status"] != "ok"
+    ))
+    return out
+
+
+def multimodal(
+    model_args: str | Mapping[str, Any],
+    tasks: str | None,
+    *,
+    image_root: str | Path | None = None,
+    rotate: bool = False,
+    reverse_after_connector: bool = False,
+    limit: int | None = None,
+    seed: int = 1234,
+    device: str | None = None,
+    output_path: str | Path | None = "results",
+    store: str | Path | None = None,
+    exclude_bos: bool = False,
+    on_error: str = "fail",
+) -> dict[str, Any]:
+    """Measure H1..H5 on every task (NAME=FILE, comma-separated) for the base input and each requested operation.
+
+    Returns the results dict (`results["TASK/OPERATION"]`), written with a Markdown and a CSV table to
+    `output_path/<model>/multimodal_<timestamp>.*` unless output_path is None.
+    """
+    from ..session import model_fingerprint, versions
+
+    started = time.time()
+    if not model_args:
+        raise MatrixEvalError("multimodal needs a vision-language model: --model_args pretrained=ID_OR_PATH")
+    specs = _task_files(tasks)
+    operations = ["base", *(["rotate"] if rotate else []),
+                  *(["reverse_after_connector"] if reverse_after_connector else [])]
+    loaded = {name: load_samples(path, name, image_root=image_root, limit=limit, on_error=on_error)
+              for name, path in specs}
+    args = parse_model_args(model_args)
+    vlm = load_vision_language_model(args, device)
+    run_dir = Path(output_path or ".") / vlm.name
+    store_root = Path(store) if store else (run_dir / "store" if output_path is not None else None)
+    results: dict[str, Any] = {}
+    for name, path in specs:
+        samples, skipped = loaded[name]
+        for op in operations:
+            key = {"matrixeval": __version__, "experiment": "multimodal", "task": name, "operation": op,
+                   "model": [args.pretrained, args.revision, args.dtype, args.adapter, sorted(args.extra.items())],
+                   "model_files": model_fingerprint(args.pretrained), "modules": vlm.module_names,
+                   "samples": _digest(samples), "exclude_bos": exclude_bos, "device_type": vlm.device.type}
+            safe = name.replace("/", "__")
+            where = store_root / f"multimodal-{safe}-{op}-{config_key(key)}" if store_root else None
+            records, n_resumed = _measure_all(vlm, samples, op, exclude_bos, ShardStore(where, key) if where
+                                              else NullStore())
+            logger.info("multimodal %s/%s: %d samples, %d from the store", name, op, len(records), n_resumed)
+            entry = _entry(records, seed)
+            if entry["n_samples"] == 0:
+                raise MatrixEvalError(f"task {name!r} ({op}) has no sample with all of H1..H5 defined "
+                                      f"(statuses: {entry['skipped_by_status']}); use longer texts")
+            results[f"{name}/{op}"] = json_safe({
+                "task": name, "operation": op, **entry, "n_skipped": sum(skipped.values()),
+                "skipped_on_load": skipped, "n_resumed": n_resumed, "source": str(path),
+            })
+    out = {
+        "results": results,
+        "config": _config(vlm, model_args, operations, image_root, limit, seed, exclude_bos, specs),
+        "higher_is_better": {"image_text_alignment": True},
+        "versions": versions(),
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "total_evaluation_time_seconds": round(time.time() - started, 3),
+    }
+    if output_path is not None:
+        out["results_path"] = str(_write(out, run_dir))
+    return out
+
+
+def _measure_all(vlm, samples, op, exclude_bos, store) -> tuple[list[dict[str, Any]], int]:
+    stored = store.load()
+    done = {s.doc_id: stored[s.doc_id] for s in samples if s.doc_id in stored}
+    try:
+        for s in samples:
+            if s.doc_id not in done:
+                done[s.doc_id] = _record(s.doc_id, measure_sample(vlm, s, operation=op, exclude_bos=exclude_bos))
+                store.append([json_safe(done[s.doc_id])])
+    finally:
+        store.close()
+    records = [done[s.doc_id] for s in samples]
+    for r in records:  # the store keeps NaN as null
+        for level in LEVELS:
+            r[level]["entropy"] = math.nan if r[level]["entropy"] is None else r[level]["entropy"]
+    return records, sum(1 for s in samples if s.doc_id in stored)
+
+
+def _config(vlm, model_args, operations, image_root, limit, seed, exclude_bos, specs) -> dict[str, Any]:
+    return {
+        "model_args": model_args if isinstance(model_args, str) else f"pretrained={vlm.args.pretrained}",
+        "model_name": vlm.name,
+        "n_params": vlm.n_params,
+        "dtype": str(vlm.dtype).replace("torch.", ""),
+        "device": str(vlm.device),
+        "modules": vlm.module_names,
+        "image_token_id": vlm.image_token_id,
+        "prompt_format": "chat_template" if getattr(vlm.processor, "chat_template", None) else "llava_plain",
+        "operations": operations,
+        "image_root": str(image_root) if image_root is not None else None,
+        "limit": limit,
+        "seed": seed,
+        "exclude_bos": exclude_bos,
+        "tasks": [name for name, _ in specs],
+    }
+
+
+def summary_rows(out: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per task × operation: the Table 5/6 layout."""
+    return [{**{c: entry.get(c) for c in COLUMNS[:-1]}, "n": entry["n_samples"]} for entry in out["results"].values()]
+
+
+def _write(out: Mapping[str, Any], run_dir: Path) -> Path:
+    from ..report.tables import to_markdown, write_csv
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S.%f")
+    path = run_dir / f"multimodal_{stamp}.json"
+    path.write_text(json.dumps(json_safe(dict(out)), indent=2, allow_nan=False))
+    rows = summary_rows(out)
+    path.with_suffix(".md").write_text(to_markdown(rows, COLUMNS) + "\n")
+    write_csv(path.with_suffix(".csv"), rows, COLUMNS)
+    return path
+
+
+def _task_files(spec: str | None) -> list[tuple[str, str]]:
+    """(name, file) pairs from "NAME=FILE,FILE2": a bare file is named after its stem."""
+    tokens = [t.strip() for t in (spec or "").split(",") if t.strip()]
+    if not tokens:
+        raise MatrixEvalError("multimodal needs data: --tasks NAME=FILE.jsonl "
+                              "(records with image, instruction and response)")
+    pairs = []
+    for token in tokens:
+        name, sep, path = (p.strip() for p in token.partition("="))
+        if not sep:
+            name, path = Path(token).stem, token
+        if not name or not path:
+            raise MatrixEvalError(f"task spec {token!r} is incomplete; write NAME=FILE.jsonl")
+        pairs.append((name, path))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise MatrixEvalError(f"a task name appears twice in {spec!r}; give each task once")
+    return pairs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image_root", default=None, help="folder that relative image paths are joined to "
+                        "(default: the data file's folder)")
+    parser.add_argument("--rotate", action="store_true", help="also measure with each image turned 90° clockwise")
+    parser.add_argument("--reverse_after_connector", action="store_true",
+                        help="also measure with the projected image tokens reversed before they enter the LLM")
+
+
+def run(args: argparse.Namespace) -> int:
+    if str(args.layers).strip().lower() not in ("last", "-1"):
+        raise MatrixEvalError("multimodal measures the LLM's final layer only; drop --layers")
+    if args.text_field is not None:
+        raise MatrixEvalError("multimodal reads image, instruction and response fields; drop --text_field")
+    from ..report.tables import to_markdown
+
+    out = multimodal(
+        args.model_args, args.tasks, image_root=args.image_root, rotate=args.rotate,
+        reverse_after_connector=args.reverse_after_connector, limit=args.limit, seed=args.seed, device=args.device,
+        output_path=args.output_path, store=args.store, exclude_bos=args.exclude_bos, on_error=args.on_error,
+    )
+    print(to_markdown(summary_rows(out), COLUMNS))
+    if "results_path" in out:
+        print(f"\nresults written to {out['results_path']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,262 @@
+"""`matrixeval experiment multimodal` on a tiny random LLaVA: every H checked against states computed here."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from matrixeval import matrix_entropy  # noqa: E402
+from matrixeval.errors import MatrixEvalError  # noqa: E402
+from matrixeval.experiments.multimodal import LEVELS, Sample, load_samples, measure_sample, multimodal  # noqa: E402
+from matrixeval.models import parse_model_args  # noqa: E402
+from matrixeval.models.vision import build_prompts, capture, load_vision_language_model  # noqa: E402
+from tests.conftest import shared_file  # noqa: E402
+from tests.tiny_llava import LLAVA_CHAT_TEMPLATE, NUM_IMAGE_TOKENS, make_images, make_tiny_llava  # noqa: E402
+from tests.tiny_models import TINY_TEXTS  # noqa: E402
+
+ATOL = 1e-6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def llava_path(tiny_root):
+    return make_tiny_llava(tiny_root)
+
+
+@pytest.fixture(scope="module")
+def vlm(llava_path):
+    return load_vision_language_model(parse_model_args(f"pretrained={llava_path}"), "cpu")
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    make_images(folder, ["a.png", "b.png", "c.png"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def samples(image_dir):
+    return [Sample(i, image_dir / f"{'abc'[i]}.png", TINY_TEXTS[i], TINY_TEXTS[i + 3]) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def data_file(image_dir):
+    path = image_dir.parent / "tiny.jsonl"
+    with open(path, "w") as f:
+        for i in range(3):
+            f.write(json.dumps({"image": f"{'abc'[i]}.png", "instruction": TINY_TEXTS[i],
+                                "response": TINY_TEXTS[i + 3]}) + "\n")
+    return path
+
+
+def direct(vlm, sample, *, rotate=False, reverse=False):
+    """H1..H5 (/ log d) from the LLaVA parts called here: tower → layer −2 without CLS → projector → LLM."""
+    from PIL import Image
+
+    model, processor = vlm.model.model, vlm.processor
+    image = Image.open(sample.image).convert("RGB")
+    if rotate:
+        image = image.rotate(-90, expand=True)  # negative angle = clockwise
+    pixels = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+    image_id = vlm.model.config.image_token_id
+    with torch.no_grad():
+        features = model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        projected = model.multi_modal_projector(features)
+        fed = projected.flip(1) if reverse else projected
+
+        def llm(text):
+            ids = processor.tokenizer(text.replace("<image>", "<image>" * NUM_IMAGE_TOKENS), return_tensors="pt")
+            ids = ids["input_ids"]
+            embeds = model.get_input_embeddings()(ids)
+            if (ids == image_id).any():
+                embeds[ids == image_id] = fed[0]
+            return ids[0], model.language_model(inputs_embeds=embeds).last_hidden_state[0]
+
+        i, r = sample.instruction, sample.response
+        ids3, h3 = llm("<image>")
+        ids4, h4 = llm(f"USER: {i} ASSISTANT: {r}")
+        ids5, h5 = llm(f"USER: <image>\n{i} ASSISTANT: {r}")
+    values = {"H1": matrix_entropy(features[0]), "H2": matrix_entropy(projected[0]),
+              "H3": matrix_entropy(h3[ids3 == image_id]), "H4": matrix_entropy(h4), "H5": matrix_entropy(h5)}
+    return {k: float(v) for k, v in values.items()}, {"H3": int((ids3 == image_id).sum()), "H4": len(ids4),
+                                                       "H5": len(ids5)}
+
+
+def values(measured):
+    return {level: float(m.matrix_entropy[0]) for level, m in measured.items()}
+
+
+def test_each_level_equals_the_metric_core_on_the_states_computed_directly(vlm, samples):
+    assert vlm.module_names == {"vision": "model.vision_tower", "projector": "model.multi_modal_projector",
+                                "language": "model.language_model"}
+    for sample in samples:
+        measured = measure_sample(vlm, sample)
+        expected, n_tokens = direct(vlm, sample)
+        assert values(measured) == pytest.approx(expected, abs=ATOL)
+        assert {level: int(measured[level].n_tokens[0]) for level in ("H3", "H4", "H5")} == n_tokens
+        assert n_tokens["H3"] == NUM_IMAGE_TOKENS
+        assert [measured[level].hidden_size for level in LEVELS] == [32, 48, 48, 48, 48]
+
+
+def test_image_positions_are_exactly_the_image_tokens(vlm, samples):
+    prompts = build_prompts(vlm, samples[0].instruction, samples[0].response)
+    from PIL import Image
+
+    alone = capture(vlm, prompts.image_only, Image.open(samples[0].image).convert("RGB"))
+    assert alone.image_mask[0].tolist() == [False] + [True] * NUM_IMAGE_TOKENS  # BOS, then the image
+    both = capture(vlm, prompts.image_text, Image.open(samples[0].image).convert("RGB"))
+    assert int(both.image_mask.sum()) == NUM_IMAGE_TOKENS and both.attention_mask.all()
+    assert alone.projector_input.shape == (1, NUM_IMAGE_TOKENS, 32)  # CLS dropped
+    text = capture(vlm, prompts.text_only)
+    assert text.projector_input is None and not text.image_mask.any()
+
+
+def test_rotate_changes_the_image_levels_and_leaves_text_only_identical(vlm, samples):
+    for sample in samples:
+        base, rotated = values(measure_sample(vlm, sample)), values(measure_sample(vlm, sample, operation="rotate"))
+        assert rotated["H1"] != pytest.approx(base["H1"], abs=1e-4)
+        assert rotated["H4"] == base["H4"]
+        assert rotated == pytest.approx(direct(vlm, sample, rotate=True)[0], abs=ATOL)
+
+
+def test_reverse_after_connector_keeps_h1_h2_and_changes_what_the_llm_sees(vlm, samples):
+    for sample in samples:
+        base = values(measure_sample(vlm, sample))
+        reversed_ = values(measure_sample(vlm, sample, operation="reverse_after_connector"))
+        assert (reversed_["H1"], reversed_["H2"], reversed_["H4"]) == (base["H1"], base["H2"], base["H4"])
+        assert reversed_["H3"] != pytest.approx(base["H3"], abs=1e-4)
+        assert reversed_["H5"] != pytest.approx(base["H5"], abs=1e-4)
+        assert reversed_ == pytest.approx(direct(vlm, sample, reverse=True)[0], abs=ATOL)
+
+
+def test_named_modules_give_the_same_states_as_the_llava_defaults(vlm, llava_path, samples):
+    spec = f"pretrained={llava_path},vision_module=model.vision_tower,projector_module=model.multi_modal_projector"
+    named = load_vision_language_model(parse_model_args(spec), "cpu")
+    assert named.module_names == vlm.module_names
+    assert values(measure_sample(named, samples[1])) == values(measure_sample(vlm, samples[1]))
+
+
+def test_bad_module_names_say_what_exists(llava_path):
+    with pytest.raises(MatrixEvalError, match=r"projector_module='model.multi_modal_projektor'.*did you mean "
+                                              r"'model.multi_modal_projector'"):
+        load_vision_language_model(parse_model_args(
+            f"pretrained={llava_path},projector_module=model.multi_modal_projektor"), "cpu")
+    with pytest.raises(MatrixEvalError, match="unknown model_args key.*projecter_module.*valid extra keys"):
+        load_vision_language_model(parse_model_args(f"pretrained={llava_path},projecter_module=x"), "cpu")
+
+
+def test_a_vision_module_that_never_runs_is_reported(vlm, samples):
+    wrong = dataclasses.replace(vlm, vision=torch.nn.Identity(), module_names={**vlm.module_names, "vision": "idle"})
+    with pytest.raises(MatrixEvalError, match="vision module 'idle' .* did not run on an image input"):
+        measure_sample(wrong, samples[0])
+
+
+def test_chat_template_prompts(vlm, samples):
+    processor = copy.copy(vlm.processor)
+    processor.chat_template = LLAVA_CHAT_TEMPLATE
+    templated = dataclasses.replace(vlm, processor=processor)
+    i, r = samples[0].instruction, samples[0].response
+    prompts = build_prompts(templated, i, r)
+    assert (prompts.image_only, prompts.text_only, prompts.image_text) == (
+        "USER: <image>\n", f"USER: {i} ASSISTANT: {r} ", f"USER: <image>\n{i} ASSISTANT: {r} ")
+    measured = measure_sample(templated, samples[0])
+    assert int(measured["H3"].n_tokens[0]) == NUM_IMAGE_TOKENS
+    assert float(measured["H1"].matrix_entropy[0]) == values(measure_sample(vlm, samples[0]))["H1"]
+
+
+def test_records_flat_shared_style_and_llava_conversations(tmp_path, image_dir):
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text(json.dumps({"image": "a.png", "instruction": "q1", "response": "a1"}) + "\n"
+                    + json.dumps({"image": "b.png", "instruction": "q2", "output": "a2"}) + "\n")
+    conv = tmp_path / "conv.json"
+    conv.write_text(json.dumps([{"id": "x", "image": "c.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "Noise."},
+        {"from": "human", "value": "More?"}, {"from": "gpt", "value": "No."}]}]))
+    got, skipped = load_samples(flat, "flat", image_root=image_dir)
+    assert [(s.image.name, s.instruction, s.response) for s in got] == [("a.png", "q1", "a1"), ("b.png", "q2", "a2")]
+    got, _ = load_samples(conv, "conv", image_root=image_dir)
+    assert [(s.image.name, s.instruction, s.response) for s in got] == [("c.png", "What is this?", "Noise.")]
+    assert skipped == {}
+
+
+def test_missing_image_names_the_file_and_image_root(tmp_path, image_dir):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"image": "nope.png", "instruction": "q", "response": "a"}) + "\n"
+                    + json.dumps({"image": "a.png", "instruction": "q", "response": "a"}) + "\n")
+    with pytest.raises(MatrixEvalError, match=r"d.jsonl:1: image file .*nope.png' not found .*--image_root"):
+        load_samples(data, "d", image_root=image_dir)
+    got, skipped = load_samples(data, "d", image_root=image_dir, on_error="skip")
+    assert len(got) == 1 and skipped == {"missing_image": 1}
+
+
+def test_shared_llava_records_parse_and_measure(tmp_path, llava_path):
+    path = shared_file("llava/coco2014_val_gpt4_qa_30x3.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()[:5]]
+    make_images(tmp_path / "val2014", sorted({r["image"] for r in records}))
+    got, skipped = load_samples(path, "coco", image_root=tmp_path / "val2014", limit=5)
+    assert [(s.image.name, s.instruction, s.response) for s in got] == [
+        (r["image"], r["instruction"], r["output"]) for r in records]
+    out = multimodal(f"pretrained={llava_path}", f"coco={path}", image_root=tmp_path / "val2014", limit=5,
+                     device="cpu", output_path=None)
+    assert out["results"]["coco/base"]["n_samples"] == 5
+
+
+def test_cli_writes_json_markdown_csv_and_resumes(tmp_path, llava_path, data_file, image_dir, capsys):
+    from matrixeval.cli import main
+
+    argv = ["experiment", "multimodal", "--model_args", f"pretrained={llava_path},dtype=float32",
+            "--tasks", f"tiny={data_file}", "--image_root", str(image_dir), "--rotate", "--reverse_after_connector",
+            "--limit", "3", "--output_path", str(tmp_path), "--device", "cpu"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| task" in table and "image_text_alignment" in table and "reverse_after_connector" in table
+    [path] = list(tmp_path.glob("*/multimodal_*.json"))
+    out = json.loads(path.read_text())
+    assert {"results", "config", "versions", "date", "total_evaluation_time_seconds"} <= set(out)
+    assert list(out["results"]) == ["tiny/base", "tiny/rotate", "tiny/reverse_after_connector"]
+    for entry in out["results"].values():
+        h = [entry[level] for level in LEVELS]
+        assert entry["image_reduction"] == pytest.approx(h[0] - h[1])
+        assert entry["image_text_alignment"] == pytest.approx(min(h[2:]) / max(h[2:]))
+        assert 0 < entry["image_text_alignment"] <= 1 and entry["n_samples"] == 3
+    with open(path.with_suffix(".csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["operation"] for r in rows] == ["base", "rotate", "reverse_after_connector"]
+    assert float(rows[0]["H1"]) == out["results"]["tiny/base"]["H1"]
+    assert "image_reduction" in path.with_suffix(".md").read_text()
+
+    assert main(argv) == 0  # the same call again reads every sample from the store
+    [second] = [p for p in tmp_path.glob("*/multimodal_*.json") if p != path]
+    again = json.loads(second.read_text())["results"]
+    assert all(e["n_resumed"] == 3 for e in again.values())
+    assert {k: e["H5"] for k, e in again.items()} == {k: e["H5"] for k, e in out["results"].items()}
+    assert not math.isnan(again["tiny/base"]["image_text_alignment"])
+
+
+def test_cli_refuses_options_it_cannot_honour(tmp_path, llava_path, data_file, image_dir, capsys):
+    from matrixeval.cli import main
+
+    base = ["experiment", "multimodal", "--model_args", f"pretrained={llava_path}", "--image_root", str(image_dir),
+            "--output_path", str(tmp_path), "--device", "cpu"]
+    assert main([*base, "--tasks", f"t={data_file}", "--layers", "all"]) == 2
+    assert "final layer only; drop --layers" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "--tasks NAME=FILE.jsonl" in capsys.readouterr().err
