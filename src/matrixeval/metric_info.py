@@ -27,6 +27,10 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True, "Diff-eRank: erank(untrained) - erank(trained)"),
     )
 }
+class NoLMHead(MatrixEvalError):
+    """Loss or perplexity was asked of a model without a causal LM head."""
+
+
 SPECTRAL = ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact")
 LM_HEAD = ("loss", "perplexity")
 
@@ -40,5 +44,5 @@ def parse_metrics(spec: str | list[str] | None, has_lm_head: bool) -> list[str]:
     if unknown:
         raise MatrixEvalError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(METRICS)}")
     if not has_lm_head and any(n in LM_HEAD for n in names):
-        raise MatrixEvalError("loss/perplexity need a causal LM head and this model has none; drop them from --metrics")
+        raise NoLMHead("loss/perplexity need a causal LM head and this model has none; drop them from --metrics")
     return list(dict.fromkeys(names))

@@ -29,7 +29,8 @@ from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
 from .metric_info import parse_metrics
 from .models import load_model, parse_model_args, random_init_like, resolve_layers
-from .results import higher_is_better, json_safe, task_results
+from .results import higher_is_better as metric_directions
+from .results import json_safe, task_results
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +134,12 @@ class Session:
         *,
         load_skipped: Mapping[str, int] | None = None,
         source: str = "",
+        require_spectral: bool = True,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | tuple[None, None]:
         """Measure `documents` as task `name`: (results entry, per-sample records) on rank 0, (None, None) elsewhere.
 
-        Raises MatrixEvalError when no sample has a defined value, so no results file claims numbers.
+        Raises MatrixEvalError when no sample has a defined spectral value, so no results file claims numbers,
+        unless `require_spectral` is False (a caller that only reads log-likelihoods, e.g. one-token choices).
         """
         encoded = encode(self.lm.tokenizer, documents, self.max_length)
         key_config = {
@@ -171,7 +174,7 @@ class Session:
                 load_skipped=load_skipped or {},
                 n_resumed=run.n_resumed,
             )
-            if entry["n_samples"] == 0:
+            if entry["n_samples"] == 0 and require_spectral:
                 error = (f"task {name!r} has zero valid samples (skipped: {entry['skipped_by_status']}); "
                          "check the text field and max_length, or use longer texts")
         # Every rank stops on the same error, so none is left waiting at the next collective.
@@ -218,9 +221,13 @@ class Session:
         per_sample: Mapping[str, list[dict[str, Any]]] | None = None,
         extra_config: Mapping[str, Any] | None = None,
         prefix: str = "results",
+        higher_is_better: Mapping[str, bool] | None = None,
         **sections: Any,
     ) -> dict[str, Any] | None:
-        """Assemble the results dict on rank 0 and write `<prefix>_<timestamp>.json` (+ samples) when persisting."""
+        """Assemble the results dict on rank 0 and write `<prefix>_<timestamp>.json` (+ samples) when persisting.
+
+        `higher_is_better` declares columns beyond the run's metrics (e.g. an experiment's accuracy).
+        """
         barrier(self.world)
         if not self.world.is_main:
             return None
@@ -228,7 +235,7 @@ class Session:
             "results": dict(results),
             **sections,
             "config": {**self.config(), **(extra_config or {})},
-            "higher_is_better": higher_is_better(self.metrics),
+            "higher_is_better": {**metric_directions(self.metrics), **(higher_is_better or {})},
             "versions": versions(),
             "date": datetime.now().isoformat(timespec="seconds"),
             "total_evaluation_time_seconds": round(time.time() - self.started, 3),

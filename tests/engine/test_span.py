@@ -40,3 +40,16 @@ def test_changing_only_the_context_keeps_the_token_count(tiny_root):
     layer = str(session.layers[-1])
     assert a["layers"][layer]["n_tokens"] == b["layers"][layer]["n_tokens"]
     assert a["layers"][layer]["matrix_entropy"] != b["layers"][layer]["matrix_entropy"]
+
+
+def test_log_likelihood_only_runs_accept_one_token_texts(tiny_root):
+    from matrixeval import MatrixEvalError
+
+    path = make_tiny_causal_lm(tiny_root, "gpt2")
+    session = Session(f"pretrained={path}", metrics="matrix_entropy,loss", output_path=None)
+    docs = [Document(i, word, {}, context=TINY_TEXTS[0]) for i, word in enumerate(["cat", "dog"])]
+    with pytest.raises(MatrixEvalError, match="zero valid samples"):
+        session.run("choices", docs)
+    entry, records = session.run("choices", docs, require_spectral=False)
+    assert entry["n_samples"] == 0 and [r["n_targets"] for r in records] == [1, 1]
+    assert all(r["nll_sum"] > 0 for r in records)

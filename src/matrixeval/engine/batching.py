@@ -33,13 +33,13 @@ def encode(tokenizer, documents: Sequence[Document], max_length: int) -> list[En
     """
     out = []
     plain = [doc for doc in documents if not doc.context]
-    full = tokenizer([d.text for d in plain], add_special_tokens=True, truncation=False,
+    full = tokenizer([d.text for d in plain], add_special_tokens=True, truncation=False, verbose=False,
                      return_attention_mask=False)["input_ids"] if plain else []
     by_id = {doc.doc_id: ids for doc, ids in zip(plain, full)}
     for doc in documents:
         if doc.context:
             ctx = tokenizer(doc.context, add_special_tokens=True)["input_ids"]
-            ids = ctx + tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+            ids = ctx + tokenizer(doc.text, add_special_tokens=False, verbose=False)["input_ids"]
             cut = len(ids) > max_length
             out.append(Encoded(doc.doc_id, tuple(ids[:max_length]), cut, span_start=len(ctx)))
             continue

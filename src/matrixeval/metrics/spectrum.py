@@ -23,6 +23,21 @@ def _clean(lam: torch.Tensor, size: int) -> torch.Tensor:
     return lam / lam.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
 
 
+# From this size up, SciPy's LAPACK (OpenBLAS, MRRR driver) beats torch's CPU eigvalsh (MKL) by 1.3-2x
+# (benchmarks/bench_metrics.py prints both); below it they tie and torch avoids the round trip.
+_SCIPY_MIN_SIZE = 384
+
+
+def _eigvalsh(gram: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of one symmetric float64 matrix, ascending, by the faster solver for its device and size."""
+    if gram.device.type == "cpu" and gram.shape[-1] >= _SCIPY_MIN_SIZE:
+        import scipy.linalg
+
+        lam = scipy.linalg.eigh(gram.numpy(), eigvals_only=True, driver="evr", check_finite=False)
+        return torch.from_numpy(lam)
+    return torch.linalg.eigvalsh(gram)
+
+
 def covariance_spectrum(z: torch.Tensor, used: torch.Tensor, *, batched: bool | None = None) -> torch.Tensor:
     """Eigenvalues (B, k) of each sample's trace-1 covariance, float64, eigensolver noise set to 0.
 
@@ -44,6 +59,6 @@ def covariance_spectrum(z: torch.Tensor, used: torch.Tensor, *, batched: bool | 
         rows = z[i][used[i]]
         if rows.shape[0] == 0:
             continue
-        lam = _clean(torch.linalg.eigvalsh(_gram(rows) / n_used[i]), max(rows.shape))
+        lam = _clean(_eigvalsh(_gram(rows) / n_used[i]), max(rows.shape))
         out[i, out.shape[1] - lam.shape[0] :] = lam[max(0, lam.shape[0] - out.shape[1]) :]
     return out

@@ -66,18 +66,30 @@ def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str
 
 
 def plot_series(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *, xlabel: str,
-                ylabel: str, title: str, logx: bool = False) -> Path:
+                ylabel: str, title: str, logx: bool = False, errors: Mapping[str, Sequence[float]] | None = None,
+                xticks: Sequence[float] | None = None) -> Path:
     """Plot one line with markers per series, ``{label: (xs, ys)}``, e.g. a metric against context length
-    per model (:func:`matrixeval.report.compare.series_by_model` builds this from results)."""
+    per model (:func:`matrixeval.report.compare.series_by_model` builds this from results).
+
+    ``errors`` (``{label: yerr}``, same lengths) draws error bars; ``xticks`` puts plain-number ticks at those x
+    values only (e.g. the lengths 64, 128, ... on a log axis)."""
     if not series:
         raise MatrixEvalError("plot_series got no series; pass {label: (xs, ys)} with at least one entry")
     fig, ax = _figure()
     for label, (xs, ys) in series.items():
         if len(xs) != len(ys):
             raise MatrixEvalError(f"series {label!r} has {len(xs)} x values and {len(ys)} y values; pass equal lengths")
-        ax.plot(xs, ys, marker="o", label=label)
+        yerr = (errors or {}).get(label)
+        if yerr is not None:
+            yerr = [e if _finite(e) else 0.0 for e in yerr]
+        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=label)
     if logx:
         ax.set_xscale("log")
+    if xticks is not None:
+        from matplotlib.ticker import NullLocator
+
+        ax.set_xticks(list(xticks), [f"{t:g}" for t in xticks])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -1,0 +1,244 @@
+"""What every experiment shares: its options, its session and tasks, and writing its table, JSON and plots.
+
+An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
+the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
+on_error, log_samples). :func:`finish` writes ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through
+``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..data import DEFAULT_TASK, Task, load_task, parse_task_specs
+from ..errors import MatrixEvalError
+from ..metric_info import NoLMHead
+from ..session import DEFAULT_MAX_LENGTH, Session
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Options",
+    "add_log_samples_arg",
+    "add_metrics_arg",
+    "finish",
+    "load_tasks",
+    "mean_std",
+    "metric_cells",
+    "metric_label",
+    "open_causal_session",
+    "open_session",
+    "options",
+    "options_from_args",
+    "parse_list",
+    "positive_ints",
+    "print_report",
+    "question_answer",
+    "short_name",
+]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options shared by every experiment (and by `matrixeval run`)."""
+
+    text_field: str | None = None
+    layers: str | Sequence[int] | None = "last"
+    batch_size: int | str = 8
+    max_length: int = DEFAULT_MAX_LENGTH
+    limit: int | None = None
+    seed: int = 1234
+    device: str | None = None
+    output_path: str | Path | None = "results"
+    store: str | Path | None = None
+    exclude_bos: bool = False
+    on_error: str = "fail"
+    log_samples: bool = False
+
+
+_NAMES = tuple(f.name for f in fields(Options))
+
+
+def options(common: Mapping[str, Any]) -> Options:
+    """The shared options from an experiment's ``**common`` keyword arguments; unknown names are an error."""
+    unknown = sorted(set(common) - set(_NAMES))
+    if unknown:
+        raise MatrixEvalError(f"unknown option {unknown[0]!r}; the shared options are: {', '.join(_NAMES)}")
+    return Options(**common)
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared options from parsed CLI flags, as keyword arguments for an experiment's function."""
+    return {name: getattr(args, name) for name in _NAMES if hasattr(args, name)}
+
+
+def open_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,
+                 opts: Options) -> Session:
+    """Load the model once for the whole experiment."""
+    return Session(model_args, metrics=metrics, layers=opts.layers, batch_size=opts.batch_size,
+                   max_length=opts.max_length, seed=opts.seed, device=opts.device, output_path=opts.output_path,
+                   store=opts.store, exclude_bos=opts.exclude_bos)
+
+
+def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,
+                        opts: Options, why: str) -> Session:
+    """Like :func:`open_session` for an experiment that needs a causal LM head; `why` completes "a causal LM
+    head is needed to ..." in the error for any other model."""
+    try:
+        session = open_session(model_args, metrics, opts)
+    except NoLMHead:
+        session = None
+    if session is None or not session.lm.has_lm_head:
+        raise MatrixEvalError(f"a causal LM head is needed to {why}, and model {model_args or 'MiniLM (default)'!r} "
+                              "has none; pass a causal LM in --model_args")
+    return session
+
+
+def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str = DEFAULT_TASK,
+               limit: int | None | str = "options") -> list[Task]:
+    """Load every task named in `tasks` (default `default`); `limit` overrides the options' limit."""
+    specs = parse_task_specs(tasks if tasks else default)
+    lim = opts.limit if limit == "options" else limit
+    return [load_task(s, text_field=opts.text_field, limit=lim, seed=opts.seed, on_error=opts.on_error) for s in specs]
+
+
+def question_answer(task: Task, doc) -> tuple[str, str] | None:
+    """(question, answer) of a document by its recipe's `to_qa`, or None when the task has no such split."""
+    if task.recipe is None or task.recipe.to_qa is None or doc.record is None:
+        return None
+    return task.recipe.to_qa(doc.record)
+
+
+def metric_cells(entry: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
+    """``{metric: value, metric_stderr: stderr}`` for each requested metric the entry has."""
+    cells: dict[str, Any] = {}
+    for m in metrics:
+        if m in entry:
+            cells[m] = entry[m]
+            cells[f"{m}_stderr"] = entry.get(f"{m}_stderr")
+    return cells
+
+
+def parse_list(text: str | Sequence, kind: Callable[[str], Any], flag: str) -> list:
+    """``"64,128"`` (or a sequence) → ``[64, 128]``, converted by `kind`; empty or unparsable is an error."""
+    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    items = [t for t in items if t != ""]
+    try:
+        values = [kind(t) if isinstance(t, str) else t for t in items]
+    except ValueError:
+        raise MatrixEvalError(f"{flag} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise MatrixEvalError(f"{flag} is empty; give at least one value")
+    return values
+
+
+def positive_ints(text: str | Sequence, flag: str) -> list[int]:
+    """:func:`parse_list` of integers that must all be at least 1."""
+    values = parse_list(text, int, flag)
+    if any(not isinstance(v, int) or v < 1 for v in values):
+        raise MatrixEvalError(f"{flag} must hold positive integers, got {text!r}")
+    return values
+
+
+def add_metrics_arg(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    shown = default or "matrix_entropy, plus loss,perplexity when the model has an LM head"
+    parser.add_argument("--metrics", default=default,
+                        help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,nuclear_norm_exact,loss,"
+                             f"perplexity,diff_erank (default: {shown})")
+
+
+def add_log_samples_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log_samples", action="store_true",
+                        help="also write samples_<variant>_<timestamp>.jsonl (per-sample records) next to the JSON")
+
+
+def finish(
+    session: Session,
+    experiment: str,
+    results: Mapping[str, Any],
+    table: list[dict[str, Any]],
+    *,
+    opts: Options,
+    per_sample: Mapping[str, list[dict[str, Any]]] | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+    plots: Mapping[str, Callable[[Path], Any]] | None = None,
+    higher_is_better: Mapping[str, bool] | None = None,
+    **sections: Any,
+) -> dict[str, Any] | None:
+    """Write the experiment's JSON (with its ``table``), then ``<stem>.md``, ``<stem>.csv`` and its plots.
+
+    `plots` maps a suffix to a function drawing a PNG at the path it is given: ``""`` → ``<stem>.png``, ``"x"`` →
+    ``<stem>_x.png``. `higher_is_better` declares extra columns (e.g. accuracy) for `matrixeval compare`.
+    Returns the results dict with ``table`` and, when files were written, ``results_path`` and ``outputs``;
+    None on ranks other than 0.
+    """
+    out = session.finish(results, per_sample=per_sample if opts.log_samples else None, prefix=experiment,
+                         extra_config={"experiment": experiment, "limit": opts.limit, **(extra_config or {})},
+                         higher_is_better=higher_is_better, table=table, **sections)
+    if out is None or "results_path" not in out:
+        return out
+    from ..report.tables import to_markdown, write_csv
+
+    path = Path(out["results_path"])
+    stem = str(path)[: -len(path.suffix)]  # the timestamp has a "." of its own: no with_suffix
+    outputs = {"json": str(path), "markdown": f"{stem}.md", "csv": f"{stem}.csv"}
+    Path(outputs["markdown"]).write_text(to_markdown(table) + "\n", encoding="utf-8")
+    write_csv(outputs["csv"], table)
+    outputs["plots"] = []
+    for suffix, draw in (plots or {}).items():
+        target = Path(f"{stem}.png" if not suffix else f"{stem}_{suffix}.png")
+        try:
+            draw(target)
+        except MatrixEvalError as err:  # e.g. a metric with no finite value: the numbers are written already
+            logger.warning("no plot %s: %s", target.name, err)
+            continue
+        outputs["plots"].append(str(target))
+    out["outputs"] = outputs
+    return out
+
+
+def short_name(model_name: str) -> str:
+    """``EleutherAI__pythia-160m`` → ``pythia-160m``: the model as plot titles show it."""
+    return model_name.split("__")[-1] or model_name
+
+
+def metric_label(metric: str) -> str:
+    """An axis label: the metric and which direction is better, e.g. "matrix_entropy (lower is better)"."""
+    from ..metric_info import METRICS
+
+    info = METRICS.get(metric)
+    if info is None:
+        return metric
+    return f"{metric} ({'higher' if info.higher_is_better else 'lower'} is better)"
+
+
+def print_report(out: Mapping[str, Any] | None) -> int:
+    """The CLI's output: the table in Markdown on stdout, where the files went on stderr. Returns 0."""
+    if out is None:  # a rank other than 0
+        return 0
+    from ..report.tables import to_markdown
+
+    print(to_markdown(out["table"]))
+    outputs = out.get("outputs")
+    if outputs:
+        files = [outputs["json"], outputs["markdown"], outputs["csv"], *outputs["plots"]]
+        print("\nwritten: " + ", ".join(files), file=sys.stderr)
+    return 0
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN for fewer than 2) of the finite values."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))

@@ -1,0 +1,213 @@
+"""Multiple-choice accuracy beside matrix entropy, loss and perplexity (Wei et al. 2024 Table 1).
+
+Tasks: openbookqa, winogrande, piqa (recipe names; offline, give local copies as NAME=LOCAL_FILE, e.g.
+openbookqa=dev.jsonl, winogrande=dev_llmfoundry.jsonl, piqa=valid_labeled.jsonl). Accuracy is scored as
+lm-evaluation-harness scores these tasks, by the log-likelihood of each choice given its context:
+  openbookqa  context = the question stem; choices = " " + each answer text
+  piqa        context = "Question: <goal>\\nAnswer:"; choices = " " + sol1, " " + sol2
+  winogrande  the sentence cut at the blank and filled with each option is the context (the choices are the
+              contexts), and the shared rest of the sentence, " " + continuation, is what is scored
+Every (question, choice) pair is one document with doc_id = question_index × n_choices + choice_index,
+measured through the engine as the variant "<task>/choices" (stored, resumable, data-parallel): the context
+conditions the model, and the log-likelihood of the choice is the negated sum of its tokens' NLL (context
+and choice are tokenised separately; the context carries the tokenizer's special tokens). A question with a
+pair cut at --max_length is left out (counted). Then the task's own documents (question + correct answer)
+are measured as the variant "<task>" for the metrics.
+
+Output columns (table .md/.csv next to benchmark_<timestamp>.json, and the "table" key of the JSON):
+  task              the task
+  n_questions       questions scored
+  accuracy          share of questions whose highest summed log-likelihood is the correct choice ("acc")
+  accuracy_stderr   its standard error, sqrt(p(1−p)/(n−1))
+  acc_norm          the same with each log-likelihood divided by the choice's length in characters, as
+                    lm-eval's code computes acc_norm (its docs say bytes: the same for ASCII text); equal to
+                    accuracy for winogrande, whose scored text is shared
+  acc_norm_stderr   its standard error
+  <metric>          the metric on question + correct answer (default matrix_entropy, loss, perplexity)
+  <metric>_stderr   its standard error over samples
+The results entry of each task holds the metrics plus accuracy and acc_norm (so `matrixeval compare`
+correlates them), n_questions and n_questions_truncated; the JSON's "questions" section lists, per task and
+question, the gold index, each choice's log-likelihood and the predictions. Plot: <stem>.png, accuracy and
+acc_norm per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..data import Document
+from ..errors import MatrixEvalError
+from . import _common as common
+
+DESCRIPTION = "multiple-choice accuracy (log-likelihood, lm-eval style) beside ME/loss/PPL (seed 000 Table 1)"
+DEFAULT_TASKS = "openbookqa,winogrande,piqa"
+DEFAULT_METRICS = "matrix_entropy,loss,perplexity"
+
+
+@dataclass(frozen=True)
+class Question:
+    """One multiple-choice question: choice i is scored as `continuations[i]` after `contexts[i]`."""
+
+    contexts: tuple[str, ...]
+    continuations: tuple[str, ...]
+    gold: int
+    norm_lengths: tuple[int, ...]  # characters of each choice, for acc_norm
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common.add_metrics_arg(parser, DEFAULT_METRICS)
+    common.add_log_samples_arg(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = benchmark_experiment(args.model_args, args.tasks or DEFAULT_TASKS, metrics=args.metrics,
+                               **common.options_from_args(args))
+    return common.print_report(out)
+
+
+def _choices(texts: Sequence[str]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    return tuple(" " + t for t in texts), tuple(len(t) for t in texts)
+
+
+def openbookqa_question(record: Mapping[str, Any]) -> Question:
+    stem = record["question_stem"]
+    if "choice_texts" in record:  # the local copy
+        texts, labels, key = record["choice_texts"], "ABCDEFGH", record["answer_key"]
+    else:  # the hub layout
+        texts, labels = record["choices"]["text"], list(record["choices"]["label"])
+        key = record.get("answerKey", record.get("answer_key"))
+    continuations, lengths = _choices(texts)
+    return Question((stem,) * len(texts), continuations, list(labels).index(key), lengths)
+
+
+def piqa_question(record: Mapping[str, Any]) -> Question:
+    texts = [record["sol1"], record["sol2"]]
+    continuations, lengths = _choices(texts)
+    return Question((f"Question: {record['goal']}\nAnswer:",) * 2, continuations, int(record["label"]), lengths)
+
+
+def winogrande_question(record: Mapping[str, Any]) -> Question:
+    if "context_options" in record:  # llm-foundry layout: the options are already filled in
+        contexts, rest, gold = list(record["context_options"]), record["continuation"], int(record["gold"])
+    else:
+        sentence = record["sentence"]
+        cut = sentence.index("_")
+        contexts = [sentence[:cut] + record["option1"], sentence[:cut] + record["option2"]]
+        rest, gold = sentence[cut + 1:].strip(), int(record["answer"]) - 1
+    continuation = " " + rest.strip()
+    n = len(contexts)
+    return Question(tuple(contexts), (continuation,) * n, gold, (len(rest.strip()),) * n)
+
+
+QUESTIONS = {"openbookqa": openbookqa_question, "winogrande": winogrande_question, "piqa": piqa_question}
+
+
+def benchmark_experiment(
+    model_args: str | Mapping[str, Any] | None = None,
+    tasks: str | Sequence[str] | None = DEFAULT_TASKS,
+    *,
+    metrics: str | Sequence[str] | None = DEFAULT_METRICS,
+    **common_options: Any,
+) -> dict[str, Any] | None:
+    """Score multiple-choice accuracy and measure the metrics on each task; see the module docstring.
+
+    Returns the results dict (``results[task]`` with accuracy, acc_norm and the metrics, ``table``,
+    ``questions``) on rank 0 and None elsewhere.
+    """
+    opts = common.options(common_options)
+    metrics = common.parse_list(metrics or DEFAULT_METRICS, str, "metrics")
+    if "loss" not in metrics:
+        metrics.append("loss")  # the choices' log-likelihoods come from the loss computation
+    session = common.open_causal_session(model_args, metrics, opts, "score choices by their log-likelihood")
+    results: dict[str, Any] = {}
+    per_sample: dict[str, list] = {}
+    questions_out: dict[str, list] = {}
+    rows: list[dict[str, Any]] = []
+    for task in common.load_tasks(tasks or DEFAULT_TASKS, opts):
+        if task.name not in QUESTIONS:
+            raise MatrixEvalError(f"benchmark scores {', '.join(QUESTIONS)}; task {task.name!r} is none of them "
+                                  "(give e.g. piqa=LOCAL_FILE)")
+        questions = _questions(task)
+        stride = max(len(q.contexts) for _, q in questions)
+        choice_docs = [Document(doc_id * stride + i, cont, {}, context=ctx)
+                       for doc_id, q in questions for i, (ctx, cont) in enumerate(zip(q.contexts, q.continuations))]
+        _, choice_records = session.run(f"{task.name}/choices", choice_docs, source=task.source,
+                                        require_spectral=False)
+        entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source)
+        if entry is None:
+            continue
+        scored = score(questions, {r["doc_id"]: r for r in choice_records}, stride)
+        acc = _proportion([s["pred"] == s["gold"] for s in scored])
+        acc_norm = _proportion([s["pred_norm"] == s["gold"] for s in scored])
+        entry.update(accuracy=acc[0], accuracy_stderr=acc[1], acc_norm=acc_norm[0], acc_norm_stderr=acc_norm[1],
+                     n_questions=len(scored), n_questions_truncated=len(questions) - len(scored))
+        results[task.name], per_sample[task.name] = entry, records
+        per_sample[f"{task.name}/choices"] = choice_records
+        questions_out[task.name] = scored
+        rows.append({"task": task.name, "n_questions": len(scored), "accuracy": acc[0], "accuracy_stderr": acc[1],
+                     "acc_norm": acc_norm[0], "acc_norm_stderr": acc_norm[1],
+                     **common.metric_cells(entry, session.metrics)})
+    model = common.short_name(session.lm.name)
+    return common.finish(session, "benchmark", results, rows, opts=opts, per_sample=per_sample,
+                         extra_config={"tasks": tasks}, plots={"": _plotter(rows, model)},
+                         higher_is_better={"accuracy": True, "acc_norm": True}, questions=questions_out)
+
+
+def _questions(task) -> list[tuple[int, Question]]:
+    make = QUESTIONS[task.name]
+    out = []
+    for doc in task.documents:
+        try:
+            out.append((doc.doc_id, make(doc.record)))
+        except (KeyError, ValueError, IndexError, TypeError) as err:
+            raise MatrixEvalError(f"task {task.name!r} record {doc.doc_id} is not a multiple-choice question "
+                                  f"({type(err).__name__}: {err}); check the file's layout") from None
+    return out
+
+
+def score(questions: Sequence[tuple[int, Question]], records: Mapping[int, Mapping[str, Any]],
+          stride: int) -> list[dict[str, Any]]:
+    """Per question: gold, each choice's log-likelihood (−nll_sum), the argmax prediction and the
+    length-normalised one. Questions with a truncated pair are left out."""
+    scored = []
+    for doc_id, q in questions:
+        recs = [records[doc_id * stride + i] for i in range(len(q.contexts))]
+        if any(r["truncated"] for r in recs):
+            continue
+        loglik = [-r["nll_sum"] for r in recs]
+        normed = [ll / max(n, 1) for ll, n in zip(loglik, q.norm_lengths)]
+        scored.append({"doc_id": doc_id, "gold": q.gold, "loglik": loglik, "pred": _argmax(loglik),
+                       "pred_norm": _argmax(normed)})
+    return scored
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda i: (values[i], -i))  # ties: the first
+
+
+def _proportion(hits: Sequence[bool]) -> tuple[float, float]:
+    n = len(hits)
+    if n == 0:
+        return math.nan, math.nan
+    p = sum(hits) / n
+    return p, math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else math.nan
+
+
+def _finite_or_zero(x: float | None) -> float:
+    return x if x is not None and math.isfinite(x) else 0.0
+
+
+def _plotter(rows: list[dict[str, Any]], model: str):
+    def draw(path):
+        from ..report.plots import plot_bars
+
+        groups = {r["task"]: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]} for r in rows}
+        errors = {r["task"]: {k: _finite_or_zero(r[f"{k}_stderr"]) for k in ("accuracy", "acc_norm")} for r in rows}
+        plot_bars(groups, path, ylabel="accuracy (higher is better)", title=f"{model}: multiple-choice accuracy",
+                  errors=errors)
+
+    return draw

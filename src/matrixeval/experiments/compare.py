@@ -1,0 +1,158 @@
+"""Compare models from their results files: every metric side by side, scaling fits, a ranking and the
+correlation with accuracy (Wei et al. 2024 Tables 1, 8, 9; Matrix Nuclear-Norm Table 4).
+
+Reads results JSON files written by `matrixeval run` or an experiment (one per model); recomputes nothing.
+  table         one row per model and task: the model, its --x (default n_params, from the file's config),
+                the task, n_samples and every metric (the CSV also has standard errors and 95% intervals)
+  --fit powerlaw  per metric and task, the least-squares fit metric = L0 + k·x^α across models (scipy):
+                L0 the asymptote, k the scale, alpha the exponent, r2 the coefficient of determination, n the
+                models fitted; "note" says when a fit is ill-posed (fewer than 4 models, constant values, no
+                convergence, ...) and then L0, k, alpha may be NaN
+  --plot PNG    the --plot_metric (default: the first of --metrics) against x on a log axis, one series per
+                task, with the fitted curve when --fit is given
+  --rank METRIC models ranked by METRIC, best first (rank 1; direction from the files' higher_is_better):
+                within --task, or by the mean rank over the tasks every model has
+  correlations  when the files hold "accuracy" (e.g. from `experiment benchmark`): Spearman and Kendall
+                correlation of each metric with accuracy across models, per task (spearman, spearman_p,
+                kendall, kendall_p, n models; "note" says when undefined)
+Files: STEM.md (every table), STEM.csv (the table), STEM_fit.csv, STEM_rank.csv, STEM_correlations.csv and
+STEM.json (all of them), STEM from --output (default results/compare_<timestamp>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import MatrixEvalError
+
+DESCRIPTION = "compare results files across models: metric table, power-law fits, plot, ranking, correlations"
+SHARED_ARGS = False
+ACCURACY = ("accuracy", "acc_norm")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files, one per model run")
+    parser.add_argument("--x", default="n_params",
+                        help="numeric config key to order, fit and plot by (default: n_params)")
+    parser.add_argument("--fit", choices=("powerlaw",), default=None,
+                        help="fit metric = L0 + k·x^alpha per metric and task")
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated metrics to fit, plot and correlate (default: every metric the files "
+                             "declare in higher_is_better, accuracy excluded)")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="draw the plot metric against x (log x) to this file")
+    parser.add_argument("--plot_metric", default=None, help="metric to plot (default: the first of --metrics)")
+    parser.add_argument("--rank", default=None, metavar="METRIC", help="rank the models by this metric")
+    parser.add_argument("--task", default=None, help="rank within this task (default: mean rank over shared tasks)")
+    parser.add_argument("--layer", type=int, default=None, help="read metrics of this layer from by_layer")
+    parser.add_argument("--output", default=None, metavar="STEM", help="stem of the files written "
+                                                                       "(default: results/compare_<timestamp>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = compare(args.results, x=args.x, fit=args.fit, metrics=args.metrics, plot=args.plot,
+                  plot_metric=args.plot_metric, rank=args.rank, task=args.task, layer=args.layer,
+                  output=args.output or _default_stem())
+    print(out["markdown"])
+    print("\nwritten: " + ", ".join(out["outputs"].values()), file=sys.stderr)
+    return 0
+
+
+def _default_stem() -> str:
+    return str(Path("results") / f"compare_{datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}")
+
+
+def compare(
+    results: Sequence[str | Path | dict],
+    *,
+    x: str = "n_params",
+    fit: str | None = None,
+    metrics: str | Sequence[str] | None = None,
+    plot: str | Path | None = None,
+    plot_metric: str | None = None,
+    rank: str | None = None,
+    task: str | None = None,
+    layer: int | None = None,
+    output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Tables, fits, plot, ranking and correlations from results files (paths or loaded dicts).
+
+    Returns ``{"table", "fits", "ranking", "correlations", "markdown", "outputs"}``; ``fits`` / ``ranking`` /
+    ``correlations`` are empty lists when not asked for or not applicable. Files are written only under
+    `output` (a path stem) and `plot`.
+    """
+    from ..report import compare_table, correlations, fit_scaling, fit_table, load_results, plot_scaling, rank_models
+    from ..report.tables import to_markdown, write_csv
+    from ..results import json_safe
+
+    if fit not in (None, "powerlaw"):
+        raise MatrixEvalError(f"unknown fit {fit!r}; the only fit is 'powerlaw'")
+    loaded = [r if isinstance(r, dict) else None for r in results]
+    paths = [r for r in results if not isinstance(r, dict)]
+    files = iter(load_results(paths)) if paths else iter(())
+    loaded = [r if r is not None else next(files) for r in loaded]
+    if not loaded:
+        raise MatrixEvalError("compare needs at least one results file")
+    table = compare_table(loaded, x, layer)
+    metric_names = _metrics(loaded, metrics, table)
+
+    fits = fit_table(loaded, x, metric_names, layer) if fit else []
+    ranking = rank_models(loaded, rank, task, layer) if rank else []
+    has_accuracy = [t for t in sorted({t for r in loaded for t in r["results"]})
+                    if any("accuracy" in r["results"].get(t, {}) for r in loaded)]
+    corr = [row for row in correlations(loaded, [m for m in metric_names if m not in ACCURACY], "accuracy", layer=layer)
+            if row["task"] in has_accuracy] if has_accuracy else []
+
+    shown = ["model", x, "task", "n_samples", *[m for m in _present(table, metric_names + list(ACCURACY))]]
+    sections = [("Metrics", to_markdown(table, [c for c in dict.fromkeys(shown) if any(c in r for r in table)]))]
+    if fits:
+        sections.append((f"Power-law fits: metric = L0 + k·{x}^alpha", to_markdown(fits)))
+    if ranking:
+        sections.append((f"Ranking by {rank}" + (f" on {task}" if task else " (mean rank over tasks)"),
+                         to_markdown(ranking)))
+    if corr:
+        sections.append(("Correlation with accuracy across models", to_markdown(corr)))
+    markdown = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
+
+    outputs: dict[str, str] = {}
+    if plot is not None:
+        metric = plot_metric or (metric_names[0] if metric_names else None)
+        if metric is None:
+            raise MatrixEvalError("no metric to plot; pass --plot_metric")
+        curves = fit_scaling(loaded, metric, x, layer) if fit else None
+        outputs["plot"] = str(plot_scaling(loaded, metric, x, curves, plot, layer=layer))
+    if output is not None:
+        stem = str(output)
+        Path(stem).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{stem}.md").write_text(markdown + "\n", encoding="utf-8")
+        outputs["markdown"] = f"{stem}.md"
+        outputs["csv"] = str(write_csv(f"{stem}.csv", table))
+        for name, rows in (("fit", fits), ("rank", ranking), ("correlations", corr)):
+            if rows:
+                outputs[name] = str(write_csv(f"{stem}_{name}.csv", rows))
+        body = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr,
+                "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "task": task, "layer": layer,
+                           "files": [str(p) for p in paths]}}
+        Path(f"{stem}.json").write_text(json.dumps(json_safe(body), indent=2, allow_nan=False), encoding="utf-8")
+        outputs["json"] = f"{stem}.json"
+    return {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
+            "outputs": outputs}
+
+
+def _metrics(results: Sequence[dict], metrics: str | Sequence[str] | None, table: list[dict]) -> list[str]:
+    """The requested metrics, or every declared (higher_is_better) metric that the table has, accuracy excluded."""
+    if metrics:
+        names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
+        return [m for m in names if m]
+    declared = dict.fromkeys(m for r in results for m in r.get("higher_is_better", {}))
+    return [m for m in _present(table, list(declared)) if m not in ACCURACY]
+
+
+def _present(table: list[dict], names: Sequence[str]) -> list[str]:
+    return [n for n in dict.fromkeys(names) if any(n in row for row in table)]

@@ -1,0 +1,202 @@
+"""Metrics of question-answer pairs with and without a prefix prompt (Wei et al. 2024 Table 3).
+
+Each document becomes its QA text: the recipe's (question, answer) joined by a newline for tasks that split
+into question and answer (dolly, hh_rlhf, openbookqa, piqa, alpaca, ...), otherwise the document text. It
+is measured once on its own (prompt "none") and once after each prompt: the prompt and a newline are the
+context, read by the model before the QA but left out of the matrix and the loss, so every prompted
+variant's matrix holds exactly the QA's tokens (without a prompt the QA carries the tokenizer's own special
+tokens, e.g. BOS, as in a plain run). Each prompt is its own variant "<task>/<prompt>" (stored, resumable,
+data-parallel like `run`).
+
+Built-in prompts (--prompts FILE replaces them): three OpenOrca system prompts, as the seed paper's
+Table 10 uses; the exact wording there could not be checked here, so these are the well-known OpenOrca
+system messages of the Orca paper (Mukherjee et al. 2023), as found in the OpenOrca data set's
+`system_prompt` field:
+  orca1  "You are an AI assistant. User will you give you a task. Your goal is to complete the task as
+         faithfully as you can. While performing the task think step-by-step and justify your steps."
+  orca2  "You are an AI assistant. You will be given a task. You must generate a detailed and long answer."
+  orca3  "You are a helpful assistant, who always provide explanation. Think like you are answering to a
+         five year old."
+--prompts FILE: a .json list of strings (or {name: prompt}), a .jsonl of strings or {"name", "prompt"}
+objects, or a text file with one prompt per non-empty line.
+
+Output columns (table .md/.csv next to prompt_<timestamp>.json, and the "table" key of the JSON):
+  task                the task
+  prompt              "none", a prompt's name, or "average" (the mean Δ over the prompts)
+  n_samples           samples with a defined value
+  n_truncated         samples cut at max_length (a long prompt leaves less room for the QA: check it is 0)
+  mean_matrix_tokens  mean number of tokens in each sample's matrix (the QA tokens only)
+  <metric>            the metric's data-set value on the QA tokens (e.g. matrix_entropy, loss)
+  <metric>_stderr     its standard error over samples
+  <metric>_delta      Δ = value with the prompt − value without; on the "average" row, Δ averaged over prompts
+The JSON's "prompts" section holds every prompt's text and "average_delta" the average Δ per task and metric.
+Plot: <stem>.png, bars of the first metric per task and prompt; further metrics in <stem>_<metric>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..data import Document
+from ..errors import MatrixEvalError
+from . import _common as common
+
+DESCRIPTION = "QA pairs with and without a prefix prompt, prompt tokens outside the matrix (seed 000 Table 3)"
+
+OPENORCA_PROMPTS = {
+    "orca1": "You are an AI assistant. User will you give you a task. Your goal is to complete the task as "
+             "faithfully as you can. While performing the task think step-by-step and justify your steps.",
+    "orca2": "You are an AI assistant. You will be given a task. You must generate a detailed and long answer.",
+    "orca3": "You are a helpful assistant, who always provide explanation. Think like you are answering to a "
+             "five year old.",
+}
+NO_PROMPT = "none"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", default=None,
+                        help="file of prompts (.json list or mapping, .jsonl, or one per line) replacing the three "
+                             "built-in OpenOrca system prompts")
+    common.add_metrics_arg(parser)
+    common.add_log_samples_arg(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    out = prompt_experiment(args.model_args, args.tasks, prompts=prompts, metrics=args.metrics,
+                            **common.options_from_args(args))
+    return common.print_report(out)
+
+
+def read_prompts(path: str | Path) -> dict[str, str]:
+    """Named prompts from a .json / .jsonl / text file (see the module docstring)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise MatrixEvalError(f"cannot read prompts file {path} ({err.strerror}); pass an existing file") from None
+    try:
+        if path.suffix == ".json":
+            items = json.loads(text)
+        elif path.suffix == ".jsonl":
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            items = [line.strip() for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise MatrixEvalError(f"prompts file {path} is not valid JSON ({err})") from None
+    if isinstance(items, list):
+        items = [(it.get("name") or f"prompt{i + 1}", it.get("prompt")) if isinstance(it, dict)
+                 else (f"prompt{i + 1}", it) for i, it in enumerate(items)]
+    elif isinstance(items, dict):
+        items = list(items.items())
+    else:
+        items = []
+    prompts = {str(name): p for name, p in items}
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts.values()):
+        raise MatrixEvalError(f"prompts file {path} holds no prompts or a non-text one; see `experiment prompt --help`")
+    if NO_PROMPT in prompts or "average" in prompts:
+        raise MatrixEvalError(f"prompts file {path} names a prompt 'none' or 'average'; those names are reserved")
+    return prompts
+
+
+def prompt_experiment(
+    model_args: str | Mapping[str, Any] | None = None,
+    tasks: str | Sequence[str] | None = None,
+    *,
+    prompts: Mapping[str, str] | Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
+    **common_options: Any,
+) -> dict[str, Any] | None:
+    """Measure each task's QA texts without a prompt and after each prompt; see the module docstring.
+
+    `prompts`: {name: text}, a list of texts (named prompt1, prompt2, ...), or None for the OpenOrca three.
+    Returns the results dict (``results["<task>/<prompt>"]``, ``table``, ``prompts``, ``average_delta``) on
+    rank 0 and None elsewhere.
+    """
+    opts = common.options(common_options)
+    prompts = _named(prompts)
+    session = common.open_session(model_args, metrics, opts)
+    layer = str(max(session.layers))
+    results: dict[str, Any] = {}
+    per_sample: dict[str, list] = {}
+    rows: list[dict[str, Any]] = []
+    average: dict[str, dict[str, float]] = {}
+    for task in common.load_tasks(tasks, opts):
+        qa_docs = _qa_documents(task)
+        task_rows = []
+        for name, prompt in {NO_PROMPT: "", **prompts}.items():
+            docs = [Document(d.doc_id, d.text, d.record, context=prompt + "\n" if prompt else "") for d in qa_docs]
+            variant = f"{task.name}/{name}"
+            entry, records = session.run(variant, docs, load_skipped=task.skipped, source=task.source)
+            if entry is None:
+                continue
+            results[variant], per_sample[variant] = entry, records
+            sizes = [r["layers"][layer]["n_tokens"] + r["layers"][layer]["n_dropped"] for r in records]
+            task_rows.append({"task": task.name, "prompt": name, "n_samples": entry["n_samples"],
+                              "n_truncated": entry["n_truncated"], "mean_matrix_tokens": sum(sizes) / len(sizes),
+                              **common.metric_cells(entry, session.metrics)})
+        if task_rows:
+            summary = _deltas(task_rows, session.metrics)
+            average[task.name] = {k.removesuffix("_delta"): v for k, v in summary.items() if k.endswith("_delta")}
+            rows.extend(task_rows + [summary])
+    model = common.short_name(session.lm.name)
+    plots = {("" if i == 0 else m): _plotter(rows, m, model) for i, m in enumerate(session.metrics)}
+    return common.finish(session, "prompt", results, rows, opts=opts, per_sample=per_sample,
+                         extra_config={"tasks": tasks, "prompt_names": list(prompts)}, plots=plots,
+                         prompts=dict(prompts), average_delta=average)
+
+
+def _named(prompts: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    if prompts is None:
+        return dict(OPENORCA_PROMPTS)
+    named = dict(prompts) if isinstance(prompts, Mapping) else {f"prompt{i + 1}": p for i, p in enumerate(prompts)}
+    if not named or not all(isinstance(p, str) and p.strip() for p in named.values()):
+        raise MatrixEvalError("prompts must be non-empty texts; pass {name: text}, a list of texts, or None")
+    return named
+
+
+def _qa_documents(task) -> list[Document]:
+    """The task's documents as QA text: question + newline + answer where the recipe splits them."""
+    docs = []
+    for d in task.documents:
+        qa = common.question_answer(task, d)
+        text = "\n".join(p for p in qa if p) if qa else d.text
+        docs.append(Document(d.doc_id, text, d.record))
+    return docs
+
+
+def _deltas(rows: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
+    """Add Δ to the prompted rows; return the task's "average" row (mean Δ over prompts)."""
+    base = rows[0]
+    summary: dict[str, Any] = {"task": base["task"], "prompt": "average"}
+    for m in metrics:
+        if base.get(m) is None:
+            continue
+        deltas = []
+        for r in rows[1:]:
+            if r.get(m) is not None:
+                r[f"{m}_delta"] = r[m] - base[m]
+                deltas.append(r[f"{m}_delta"])
+        if deltas:
+            summary[f"{m}_delta"] = sum(deltas) / len(deltas)
+    return summary
+
+
+def _plotter(rows: list[dict[str, Any]], metric: str, model: str):
+    def draw(path):
+        from ..report.plots import plot_bars
+
+        groups: dict[str, dict[str, float]] = {}
+        errors: dict[str, dict[str, float]] = {}
+        for r in rows:
+            if r.get(metric) is not None:
+                groups.setdefault(r["task"], {})[r["prompt"]] = r[metric]
+                errors.setdefault(r["task"], {})[r["prompt"]] = r.get(f"{metric}_stderr") or 0.0
+        plot_bars(groups, path, ylabel=common.metric_label(metric) + " on the QA tokens",
+                  title=f"{model}: {metric} without and with a prompt", errors=errors)
+
+    return draw
