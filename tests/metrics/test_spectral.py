@@ -101,3 +101,16 @@ def test_batched_and_per_sample_spectra_agree():
         # batched spectra carry extra zero eigenvalues for padding; compare the sorted non-zero parts
         for i in range(3):
             assert torch.allclose(a[i].sort().values[-min(n, d):], b[i].sort().values, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,d", [(600, 700), (900, 520), (513, 513)])
+def test_block_triangular_gram_gives_the_full_products_spectrum(n, d):
+    from matrixeval.metrics import covariance_spectrum, normalize_tokens
+
+    h = torch.randn(n, d, dtype=torch.float64)
+    t = normalize_tokens(h)
+    z = t.z[0]
+    full = z.T @ z / n if n > d else z @ z.T / n
+    expected = torch.linalg.eigvalsh(full).clamp(min=0)
+    got = covariance_spectrum(t.z, t.used)[0]
+    assert torch.allclose(got, expected / expected.sum(), atol=1e-13)

@@ -5,14 +5,32 @@ from __future__ import annotations
 import torch
 
 
+# The lower triangle is built from blocks of about this many rows (at most 8 per side): fewer flops than a
+# full product, blocks still large enough for the BLAS to run at full speed (benchmarks/bench_metrics.py).
+_BLOCK_ROWS = 256
+
+
 def _gram(z: torch.Tensor) -> torch.Tensor:
-    """The smaller Gram matrix of z (..., n, d) in float64: ZZᵀ (n×n) when n ≤ d, else ZᵀZ (d×d).
+    """The lower triangle of the smaller Gram matrix of z (..., n, d) in float64: ZZᵀ (n×n) when n ≤ d, else ZᵀZ.
 
     Formed in float64: in float32 its rounding moves the small eigenvalues of low-rank inputs enough to
-    cost ~1e-6 in normalised entropy.
+    cost ~1e-6 in normalised entropy. The eigensolver reads only the lower triangle, so for large sizes the
+    blocks above the diagonal are never computed (up to ~45% fewer multiply-adds than a full product).
     """
     z64 = z.to(torch.float64)
-    return z64 @ z64.transpose(-1, -2) if z.shape[-2] <= z.shape[-1] else z64.transpose(-1, -2) @ z64
+    if z.shape[-2] > z.shape[-1]:
+        z64 = z64.transpose(-1, -2)
+    k = z64.shape[-2]
+    parts = min(8, k // _BLOCK_ROWS)
+    if parts < 2:
+        return z64 @ z64.transpose(-1, -2)
+    size = -(-k // parts)
+    blocks = [(i, z64[..., i : i + size, :]) for i in range(0, k, size)]
+    gram = torch.zeros(*z64.shape[:-2], k, k, dtype=torch.float64, device=z.device)
+    for a, (i, zi) in enumerate(blocks):
+        for j, zj in blocks[: a + 1]:
+            gram[..., i : i + zi.shape[-2], j : j + zj.shape[-2]] = zi @ zj.transpose(-1, -2)
+    return gram
 
 
 def _clean(lam: torch.Tensor, size: int) -> torch.Tensor:
@@ -21,21 +39,6 @@ def _clean(lam: torch.Tensor, size: int) -> torch.Tensor:
     lam = torch.where(lam > cut, lam, torch.zeros_like(lam))
     # Σ has trace 1 exactly; float32 row normalisation leaves it 1 ± 1e-7, which Rényi entropies near α=1 amplify.
     return lam / lam.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
-
-
-# From this size up, SciPy's LAPACK (OpenBLAS, MRRR driver) beats torch's CPU eigvalsh (MKL) by 1.3-2x
-# (benchmarks/bench_metrics.py prints both); below it they tie and torch avoids the round trip.
-_SCIPY_MIN_SIZE = 384
-
-
-def _eigvalsh(gram: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues of one symmetric float64 matrix, ascending, by the faster solver for its device and size."""
-    if gram.device.type == "cpu" and gram.shape[-1] >= _SCIPY_MIN_SIZE:
-        import scipy.linalg
-
-        lam = scipy.linalg.eigh(gram.numpy(), eigvals_only=True, driver="evr", check_finite=False)
-        return torch.from_numpy(lam)
-    return torch.linalg.eigvalsh(gram)
 
 
 def covariance_spectrum(z: torch.Tensor, used: torch.Tensor, *, batched: bool | None = None) -> torch.Tensor:
@@ -56,9 +59,9 @@ def covariance_spectrum(z: torch.Tensor, used: torch.Tensor, *, batched: bool | 
         return _clean(lam, max(n, d))
     out = torch.zeros(b, min(n, d), dtype=torch.float64, device=z.device)
     for i in range(b):
-        rows = z[i][used[i]]
+        rows = z[i] if bool(used[i].all()) else z[i][used[i]]
         if rows.shape[0] == 0:
             continue
-        lam = _clean(_eigvalsh(_gram(rows) / n_used[i]), max(rows.shape))
+        lam = _clean(torch.linalg.eigvalsh(_gram(rows) / n_used[i]), max(rows.shape))
         out[i, out.shape[1] - lam.shape[0] :] = lam[max(0, lam.shape[0] - out.shape[1]) :]
     return out
