@@ -3,18 +3,8 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.tiny_models import TINY_TEXTS, make_tiny_causal_lm
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and idle threads spin when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

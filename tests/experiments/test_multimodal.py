@@ -27,14 +27,6 @@ from tests.tiny_models import TINY_TEXTS  # noqa: E402
 ATOL = 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llava_path(tiny_root):
     return make_tiny_llava(tiny_root)

@@ -4,27 +4,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from matrixeval.models import LoadedModel, load_model, parse_model_args  # noqa: E402
 from tests.tiny_models import CAUSAL_FAMILIES, make_tiny_bert, make_tiny_causal_lm  # noqa: E402
 
 from .helpers import ALL_FAMILIES, load, tiny_path  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and idle threads spin when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    """One directory holding every tiny model, built once per test session."""
-    return tmp_path_factory.mktemp("tiny-models")
 
 
 @pytest.fixture(scope="session", params=ALL_FAMILIES)

@@ -28,6 +28,7 @@ __all__ = [
     "Options",
     "add_log_samples_arg",
     "add_metrics_arg",
+    "bar_plotter",
     "finish",
     "load_tasks",
     "mean_std",
@@ -202,6 +203,24 @@ def finish(
         outputs["plots"].append(str(target))
     out["outputs"] = outputs
     return out
+
+
+def bar_plotter(rows: Sequence[Mapping[str, Any]], metric: str, variant: str, *, ylabel: str, title: str):
+    """A drawer for `finish`'s plots: grouped bars of `metric` per task, one bar per `variant` column value,
+    with standard-error bars."""
+
+    def draw(path: Path) -> None:
+        from ..report.plots import plot_bars
+
+        groups: dict[str, dict[str, float]] = {}
+        errors: dict[str, dict[str, float]] = {}
+        for r in rows:
+            if r.get(metric) is not None:
+                groups.setdefault(r["task"], {})[r[variant]] = r[metric]
+                errors.setdefault(r["task"], {})[r[variant]] = r.get(f"{metric}_stderr") or 0.0
+        plot_bars(groups, path, ylabel=ylabel, title=title, errors=errors)
+
+    return draw
 
 
 def short_name(model_name: str) -> str:

@@ -144,7 +144,11 @@ def prompt_experiment(
             average[task.name] = {k.removesuffix("_delta"): v for k, v in summary.items() if k.endswith("_delta")}
             rows.extend(task_rows + [summary])
     model = common.short_name(session.lm.name)
-    plots = {("" if i == 0 else m): _plotter(rows, m, model) for i, m in enumerate(session.metrics)}
+    plots = {
+        ("" if i == 0 else m): common.bar_plotter(rows, m, "prompt", ylabel=common.metric_label(m) + " on the QA tokens",
+                                                  title=f"{model}: {m} without and with a prompt")
+        for i, m in enumerate(session.metrics)
+    }
     return common.finish(session, "prompt", results, rows, opts=opts, per_sample=per_sample,
                          extra_config={"tasks": tasks, "prompt_names": list(prompts)}, plots=plots,
                          prompts=dict(prompts), average_delta=average)
@@ -184,19 +188,3 @@ def _deltas(rows: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, Any
         if deltas:
             summary[f"{m}_delta"] = sum(deltas) / len(deltas)
     return summary
-
-
-def _plotter(rows: list[dict[str, Any]], metric: str, model: str):
-    def draw(path):
-        from ..report.plots import plot_bars
-
-        groups: dict[str, dict[str, float]] = {}
-        errors: dict[str, dict[str, float]] = {}
-        for r in rows:
-            if r.get(metric) is not None:
-                groups.setdefault(r["task"], {})[r["prompt"]] = r[metric]
-                errors.setdefault(r["task"], {})[r["prompt"]] = r.get(f"{metric}_stderr") or 0.0
-        plot_bars(groups, path, ylabel=common.metric_label(metric) + " on the QA tokens",
-                  title=f"{model}: {metric} without and with a prompt", errors=errors)
-
-    return draw

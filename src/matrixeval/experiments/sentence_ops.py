@@ -89,7 +89,11 @@ def sentence_ops_experiment(
                               **common.metric_cells(entry, session.metrics)})
         rows.extend(_with_deltas(task_rows, session.metrics))
     model = common.short_name(session.lm.name)
-    plots = {("" if i == 0 else m): _plotter(rows, m, model) for i, m in enumerate(session.metrics)}
+    plots = {
+        ("" if i == 0 else m): common.bar_plotter(rows, m, "op", ylabel=common.metric_label(m),
+                                                  title=f"{model}: {m} by sentence operation")
+        for i, m in enumerate(session.metrics)
+    }
     return common.finish(session, "sentence-ops", results, rows, opts=opts, per_sample=per_sample,
                          extra_config={"ops": ops, "hard_breaks": hard_breaks, "tasks": tasks},
                          plots=plots, documents=documents)
@@ -104,19 +108,3 @@ def _with_deltas(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dic
             if r.get(m) is not None and base.get(m) is not None:
                 r[f"{m}_delta"] = r[m] - base[m]
     return rows
-
-
-def _plotter(rows: list[dict[str, Any]], metric: str, model: str):
-    def draw(path):
-        from ..report.plots import plot_bars
-
-        groups: dict[str, dict[str, float]] = {}
-        errors: dict[str, dict[str, float]] = {}
-        for r in rows:
-            if r.get(metric) is not None:
-                groups.setdefault(r["task"], {})[r["op"]] = r[metric]
-                errors.setdefault(r["task"], {})[r["op"]] = r.get(f"{metric}_stderr") or 0.0
-        plot_bars(groups, path, ylabel=common.metric_label(metric),
-                  title=f"{model}: {metric} by sentence operation", errors=errors)
-
-    return draw
