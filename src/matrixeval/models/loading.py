@@ -50,14 +50,18 @@ def load_model(args: ModelArgs, device: str | None = None) -> LoadedModel:
     target = resolve_device(device) if args.device_map is None else None
     config = load_config(args)
     causal = _is_causal_lm(config, args.pretrained)
-    model = _load_weights(args, causal)
+    model = ready(_load_weights(args, causal), args, target)
+    tokenizer = _load_tokenizer(args)
+    return _describe(model, tokenizer, args, model_name(args), has_lm_head=causal)
+
+
+def ready(model: torch.nn.Module, args: ModelArgs, target: torch.device | None) -> torch.nn.Module:
+    """Attach the PEFT adapter if any, move to `target` (None: accelerate placed it) and switch to eval mode."""
     if args.adapter:
         model = attach_adapter(model, args)
     if target is not None:
         model.to(target)
-    model.eval()
-    tokenizer = _load_tokenizer(args)
-    return _describe(model, tokenizer, args, model_name(args), has_lm_head=causal)
+    return model.eval()
 
 
 def random_init_like(lm: LoadedModel, seed: int) -> LoadedModel:

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import MatrixEvalError
 from .args import ModelArgs
-from .loading import attach_adapter, dtype_key, load_config, not_loadable, resolve_device, model_name, unwrap
+from .loading import dtype_key, load_config, model_name, not_loadable, ready, resolve_device, unwrap
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -97,12 +97,7 @@ def load_vision_language_model(args: ModelArgs, device: str | None = None) -> Vi
         )
     target = resolve_device(device) if args.device_map is None else None
     config = load_config(args)
-    model = _load_weights(args, config)
-    if args.adapter:
-        model = attach_adapter(model, args)
-    if target is not None:
-        model.to(target)
-    model.eval()
+    model = ready(_load_weights(args, config), args, target)
     processor = _load_processor(args)
     inner = unwrap(model)
     name = model_name(args)
