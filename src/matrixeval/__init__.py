@@ -12,7 +12,7 @@ from .metrics import (
     summarize,
 )
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 __all__ = [
     "MatrixEvalError",
