@@ -22,7 +22,7 @@ from typing import Any
 from ._version import __version__
 from .data import Document
 from .engine.batching import encode
-from .engine.dist import barrier, broadcast_from_main, init_world
+from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.measure import MeasureConfig
 from .engine.runner import BatchSizer, run_task
 from .engine.store import NullStore, ShardStore, config_key
@@ -108,7 +108,12 @@ class Session:
             device = f"cuda:{self.world.local_rank}" if torch.cuda.is_available() else "cpu"
         self.model_args_text = model_args if isinstance(model_args, str) else None
         self.args = parse_model_args(model_args)
-        self.lm = load_model(self.args, device)
+        gpus = None
+        if self.world.size > 1 and self.args.device_map is not None:
+            import torch
+
+            gpus = rank_gpus(self.world, torch.cuda.device_count())
+        self.lm = load_model(self.args, device, gpus=gpus)
         if metrics is None and model_args is None:
             metrics = EMBEDDED_DEFAULT_METRICS
         self.metrics = parse_metrics(metrics, self.lm.has_lm_head)

@@ -42,6 +42,16 @@ def init_world(device: str | None) -> World:
     return World(rank=rank, size=size, local_rank=local_rank)
 
 
+def rank_gpus(world: World, n_gpus: int) -> list[int]:
+    """The GPUs this rank's `device_map=auto` model may spread over: the node's GPUs split evenly among its
+    ranks, so data parallelism and model sharding combine without two ranks sharing a GPU."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+    per_rank = n_gpus // local
+    if per_rank < 1:
+        return [world.local_rank % max(n_gpus, 1)] if n_gpus else []
+    return list(range(world.local_rank * per_rank, (world.local_rank + 1) * per_rank))
+
+
 def gather_to_main(obj: Any, world: World) -> list[Any] | None:
     """Every rank's `obj` on rank 0 (in rank order), None elsewhere."""
     if world.size == 1:

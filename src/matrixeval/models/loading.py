@@ -41,16 +41,17 @@ class LoadedModel:
     bos_token_id: int | None
 
 
-def load_model(args: ModelArgs, device: str | None = None) -> LoadedModel:
+def load_model(args: ModelArgs, device: str | None = None, *, gpus: list[int] | None = None) -> LoadedModel:
     """Load ``args.pretrained`` (plus an optional PEFT adapter) in eval mode on ``device``.
 
     Causal LMs load with ``AutoModelForCausalLM``, encoders with ``AutoModel``. ``device`` defaults to CUDA when
-    available; it is ignored when ``args.device_map`` places the model (accelerate).
+    available; it is ignored when ``args.device_map`` places the model (accelerate), which then spreads it
+    over ``gpus`` only when given (one data-parallel rank's share of the node).
     """
     target = resolve_device(device) if args.device_map is None else None
     config = load_config(args)
     causal = _is_causal_lm(config, args.pretrained)
-    model = ready(_load_weights(args, causal), args, target)
+    model = ready(_load_weights(args, causal, gpus), args, target)
     tokenizer = _load_tokenizer(args)
     return _describe(model, tokenizer, args, model_name(args), has_lm_head=causal)
 
@@ -180,7 +181,7 @@ def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
     return value if isinstance(value, tuple) else (value,)
 
 
-def _load_weights(args: ModelArgs, causal: bool) -> PreTrainedModel:
+def _load_weights(args: ModelArgs, causal: bool, gpus: list[int] | None = None) -> PreTrainedModel:
     from transformers import AutoModel, AutoModelForCausalLM
 
     auto = AutoModelForCausalLM if causal else AutoModel
@@ -188,6 +189,11 @@ def _load_weights(args: ModelArgs, causal: bool) -> PreTrainedModel:
     kwargs = {dtype_key(): dtype, "revision": args.revision, "trust_remote_code": args.trust_remote_code}
     if args.device_map is not None:
         kwargs["device_map"] = args.device_map
+        if gpus is not None:
+            from accelerate.utils import get_max_memory
+
+            # accelerate places weights only on the devices max_memory names: this rank's GPUs (and the CPU).
+            kwargs["max_memory"] = {k: v for k, v in get_max_memory().items() if k in gpus or k == "cpu"}
     try:
         return auto.from_pretrained(args.pretrained, **kwargs)
     except (OSError, ValueError) as err:
