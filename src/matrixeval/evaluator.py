@@ -44,12 +44,13 @@ def evaluate(
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     specs = parse_task_specs(tasks if tasks else DEFAULT_TASK)
+    # Data first: a bad file should fail in a second, not after minutes of loading a large model.
+    loaded = [load_task(spec, text_field=text_field, limit=limit, seed=seed, on_error=on_error) for spec in specs]
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
-    for spec in specs:
-        task = load_task(spec, text_field=text_field, limit=limit, seed=seed, on_error=on_error)
+    for task in loaded:
         entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source)
         if entry is not None:
             results[task.name] = entry

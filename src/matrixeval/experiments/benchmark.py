@@ -122,12 +122,13 @@ def benchmark_experiment(
     metrics = common.parse_list(metrics or DEFAULT_METRICS, str, "metrics")
     if "loss" not in metrics:
         metrics.append("loss")  # the choices' log-likelihoods come from the loss computation
+    loaded = common.load_tasks(tasks or DEFAULT_TASKS, opts)  # data first: a bad file fails before a large model loads
     session = common.open_causal_session(model_args, metrics, opts, "score choices by their log-likelihood")
     results: dict[str, Any] = {}
     per_sample: dict[str, list] = {}
     questions_out: dict[str, list] = {}
     rows: list[dict[str, Any]] = []
-    for task in common.load_tasks(tasks or DEFAULT_TASKS, opts):
+    for task in loaded:
         if task.name not in QUESTIONS:
             raise MatrixEvalError(f"benchmark scores {', '.join(QUESTIONS)}; task {task.name!r} is none of them "
                                   "(give e.g. piqa=LOCAL_FILE)")

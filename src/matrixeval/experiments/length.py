@@ -89,6 +89,7 @@ def length_experiment(
     """
     opts = common.options(common_options)
     lengths = sorted(set(common.positive_ints(lengths, "lengths")))
+    loaded = common.load_tasks(tasks, opts, limit=None)  # data first: a bad file fails before a large model loads
     session = common.open_session(model_args, metrics, opts)
     if lengths[-1] > session.max_length:
         raise MatrixEvalError(
@@ -100,7 +101,7 @@ def length_experiment(
     per_sample: dict[str, list] = {}
     documents: dict[str, dict[str, int]] = {}
     rows: list[dict[str, Any]] = []
-    for task in common.load_tasks(tasks, opts, limit=None):
+    for task in loaded:
         variants, counts = _variants(task, tokenizer, lengths, opts.limit)
         documents[task.name] = counts
         for length in lengths:

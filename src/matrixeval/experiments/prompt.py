@@ -119,13 +119,14 @@ def prompt_experiment(
     """
     opts = common.options(common_options)
     prompts = _named(prompts)
+    loaded = common.load_tasks(tasks, opts)  # data first: a bad file fails before a large model loads
     session = common.open_session(model_args, metrics, opts)
     layer = str(max(session.layers))
     results: dict[str, Any] = {}
     per_sample: dict[str, list] = {}
     rows: list[dict[str, Any]] = []
     average: dict[str, dict[str, float]] = {}
-    for task in common.load_tasks(tasks, opts):
+    for task in loaded:
         qa_docs = _qa_documents(task)
         task_rows = []
         for name, prompt in {NO_PROMPT: "", **prompts}.items():

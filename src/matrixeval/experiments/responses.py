@@ -102,6 +102,7 @@ def responses_experiment(
     opts = common.options(common_options)
     if max_new_tokens < 1:
         raise MatrixEvalError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
+    loaded = common.load_tasks(tasks or DEFAULT_TASKS, opts) if responses is None else []  # data first
     if responses is None:
         session = common.open_causal_session(model_args, metrics or DEFAULT_METRICS, opts,
                                              "generate responses (score existing ones with --responses FILE)")
@@ -115,7 +116,7 @@ def responses_experiment(
         generation = {"source": str(responses)}
     else:
         sets, files = {}, {}
-        for task in common.load_tasks(tasks or DEFAULT_TASKS, opts):
+        for task in loaded:
             items = [{"doc_id": d.doc_id, "instruction": _instruction(task, d)} for d in task.documents]
             for it in items:
                 it["prompt"] = format_prompt(tokenizer, it["instruction"])

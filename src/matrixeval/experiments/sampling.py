@@ -69,8 +69,8 @@ def sampling_experiment(
     sizes = sorted(set(common.positive_ints(sizes, "sizes")))
     if not isinstance(n_seeds, int) or n_seeds < 1:
         raise MatrixEvalError(f"n_seeds must be a positive integer, got {n_seeds!r}")
+    loaded = common.load_tasks(tasks, opts)  # data first: a bad file fails before a large model loads
     session = common.open_session(model_args, metrics, opts)
-    loaded = common.load_tasks(tasks, opts)
     for task in loaded:
         if sizes[-1] > len(task.documents):
             raise MatrixEvalError(f"subset size {sizes[-1]} exceeds the {len(task.documents)} documents of task "
