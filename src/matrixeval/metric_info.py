@@ -27,11 +27,12 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True, "Diff-eRank: erank(untrained) - erank(trained)"),
     )
 }
+
+
 class NoLMHead(MatrixEvalError):
     """Loss or perplexity was asked of a model without a causal LM head."""
 
 
-SPECTRAL = ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact")
 LM_HEAD = ("loss", "perplexity")
 
 

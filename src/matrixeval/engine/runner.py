@@ -47,9 +47,6 @@ class TaskRun:
     records: list[dict[str, Any]]
     n_resumed: int
     n_torn: int
-    batch_sizes: list[int]
-    n_tokens: int
-    seconds: float
 
 
 def _measure_with_backoff(
@@ -92,7 +89,6 @@ def run_task(
     samples whatever the world size or how much was done before. A batch whose samples are all stored is
     skipped; any other is measured whole and appended to this writer's shard before the next begins.
     """
-    t0 = time.perf_counter()
     done = store.load()
     plan = plan_batches(encoded, sizer.size)
     mine = [batch for i, batch in enumerate(plan) if i % world.size == world.rank]
@@ -123,7 +119,7 @@ def run_task(
         bar.set_postfix(tok_s=f"{n_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
     bar.close()
     store.close()
-    gathered = gather_to_main((records, n_resumed, store.n_torn, n_tokens), world)
+    gathered = gather_to_main((records, n_resumed, store.n_torn), world)
     if gathered is None:
         return None
     merged = sorted((r for part in gathered for r in part[0]), key=lambda r: r["doc_id"])
@@ -131,9 +127,6 @@ def run_task(
         records=merged,
         n_resumed=sum(part[1] for part in gathered),
         n_torn=max(part[2] for part in gathered),
-        batch_sizes=sorted(set(sizer.history), reverse=True),
-        n_tokens=sum(part[3] for part in gathered),
-        seconds=time.perf_counter() - t0,
     )
 
 
