@@ -28,7 +28,7 @@ from .engine.runner import BatchSizer, run_task
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
 from .metric_info import parse_metrics
-from .models import load_model, parse_model_args, random_init_like, resolve_layers
+from .models import ModelArgs, load_model, parse_model_args, random_init_like, resolve_layers
 from .results import higher_is_better as metric_directions
 from .results import json_safe, task_results
 
@@ -51,12 +51,15 @@ def _check_batch_size(batch_size: int | str) -> int | str:
     return value
 
 
-def model_fingerprint(pretrained: str) -> list[Any]:
-    """Size and mtime of a local checkpoint's files: a retrained model in the same folder gets a new key."""
-    path = Path(pretrained)
-    if not path.is_dir():
-        return []
-    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in path.iterdir() if f.is_file())
+def model_identity(args: ModelArgs) -> dict[str, Any]:
+    """The part of a store key that names the model: its arguments and its local checkpoint files' sizes and
+    mtimes, so a model retrained into the same folder gets a new key."""
+    path = Path(args.pretrained)
+    files = []
+    if path.is_dir():
+        files = sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in path.iterdir() if f.is_file())
+    return {"model": [args.pretrained, args.revision, args.dtype, args.adapter, sorted(args.extra.items())],
+            "model_files": files}
 
 
 def _docs_digest(documents: Sequence[Document]) -> str:
@@ -149,9 +152,7 @@ class Session:
         encoded = encode(self.lm.tokenizer, documents, self.max_length)
         key_config = {
             "matrixeval": __version__,
-            "model": [self.args.pretrained, self.args.revision, self.args.dtype, self.args.adapter,
-                      sorted(self.args.extra.items())],
-            "model_files": model_fingerprint(self.args.pretrained),
+            **model_identity(self.args),
             "task": name,
             "documents": _docs_digest(documents),
             "max_length": self.max_length,

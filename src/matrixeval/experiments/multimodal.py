@@ -234,7 +234,7 @@ def multimodal(
     Returns the results dict (`results["TASK/OPERATION"]`), written with a Markdown and a CSV table to
     `output_path/<model>/multimodal_<timestamp>.*` unless output_path is None.
     """
-    from ..session import model_fingerprint, versions
+    from ..session import model_identity, versions
 
     started = time.time()
     if not model_args:
@@ -253,8 +253,7 @@ def multimodal(
         samples, skipped = loaded[name]
         for op in operations:
             key = {"matrixeval": __version__, "experiment": "multimodal", "task": name, "operation": op,
-                   "model": [args.pretrained, args.revision, args.dtype, args.adapter, sorted(args.extra.items())],
-                   "model_files": model_fingerprint(args.pretrained), "modules": vlm.module_names,
+                   **model_identity(args), "modules": vlm.module_names,
                    "samples": _digest(samples), "exclude_bos": exclude_bos, "device_type": vlm.device.type}
             safe = name.replace("/", "__")
             where = store_root / f"multimodal-{safe}-{op}-{config_key(key)}" if store_root else None
