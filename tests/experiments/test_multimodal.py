@@ -201,7 +201,7 @@ def test_rotate_changes_the_image_levels_and_leaves_text_only_identical(vlm, sam
 
 
 def test_rotations_parse_in_order_once_each_and_refuse_other_angles():
-    assert parse_rotations(None) == []
+    assert parse_rotations(None) == [] and parse_rotations(False) == []
     assert parse_rotations("90,180") == [90, 180]
     assert parse_rotations(["270", "90,270"]) == [270, 90]
     assert parse_rotations(180) == [180]
@@ -296,8 +296,8 @@ def test_cli_writes_json_markdown_csv_and_resumes(tmp_path, llava_path, data_fil
     from matrixeval.cli import main
 
     argv = ["experiment", "multimodal", "--model_args", f"pretrained={llava_path},dtype=float32",
-            "--tasks", f"tiny={data_file}", "--image_root", str(image_dir), "--rotate", "90,180", "--reverse_after_connector",
-            "--limit", "3", "--output_path", str(tmp_path), "--device", "cpu"]
+            "--tasks", f"tiny={data_file}", "--image_root", str(image_dir), "--rotate", "90,180",
+            "--reverse_after_connector", "--limit", "3", "--output_path", str(tmp_path), "--device", "cpu"]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| task" in table and "image_text_alignment" in table and "reverse_after_connector" in table

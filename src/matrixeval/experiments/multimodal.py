@@ -24,8 +24,8 @@ in detail.", the first of MiniGPT-4's alignment prompts). Relative image paths a
 (default: the data file's folder; for cc_sbu_align its image/ subfolder, as released).
 Models: HF LLaVA works as is; name other models' parts in --model_args with vision_module=...,
 projector_module=... (and language_module=...), dotted paths as print(model) shows them.
-Samples run one at a time (--batch_size is not used) on the final layer (--layers must stay "last");
-nothing is truncated (--max_length is not used; a sample longer than the model's positions is an error).
+Samples run one at a time, on the LLM's final layer; nothing is truncated (a sample longer than the
+model's positions is an error), so run's --layers, --batch_size, --max_length and --text_field are not offered.
 Finished samples are stored under --store and a re-run resumes. A missing or unreadable image stops the
 run, or with --on_error skip is skipped and counted (n_skipped).
 
@@ -186,8 +186,8 @@ def _first_line(err: Exception) -> str:
 
 def parse_rotations(rotate: int | str | Sequence[int | str] | None) -> list[int]:
     """Clockwise angles from ``90``, ``"90,180"`` or a list of such (e.g. the CLI's repeated --rotate), in the
-    order given, each once."""
-    if rotate is None:
+    order given, each once. None or False: no rotation."""
+    if rotate is None or rotate is False:
         return []
     tokens: list[Any] = []
     for item in [rotate] if isinstance(rotate, (int, str)) else list(rotate):
@@ -492,41 +492,39 @@ SHARED_ARGS = False  # run's text flags (--layers, --batch_size, --max_length, -
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_args", default=None,
-                        help="required: a vision-language model, pretrained=ID_OR_PATH[,revision=R][,dtype=auto|float32|"
-                             "bfloat16|float16][,device_map=auto][,trust_remote_code=true][,adapter=PEFT_PATH]"
-                             "[,vision_module=PATH,projector_module=PATH,language_module=PATH]")
-    parser.add_argument("--tasks", default=None,
-                        help="required: comma-separated NAME=FILE or FILE (.jsonl/.json; a bare file is named after its "
-                             "stem)")
-    parser.add_argument("--limit", type=_positive_int, default=None,
-                        help="measure only the first N usable samples of each task (default: all)")
-    parser.add_argument("--seed", type=int, default=1234, help="seed of the bootstrap intervals (default: 1234)")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    parser.add_argument("--output_path", default="results",
-                        help="directory for multimodal_<timestamp>.json/.md/.csv under the model's name (default: results)")
-    parser.add_argument("--store", default=None, help="directory for the per-sample store (default: OUTPUT/<model>/store)")
-    parser.add_argument("--exclude_bos", action="store_true",
-                        help="with --include_template, leave a leading BOS out of H4/H5 (without it BOS is never in them)")
-    parser.add_argument("--on_error", choices=("skip", "fail"), default="fail",
-                        help="malformed records, missing or unreadable images: skip (counted in n_skipped) or fail "
-                             "(default: fail)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("--image_root", default=None, help="folder that relative image paths are joined to "
-                        "(default: the data file's folder; for cc_sbu_align records its image/ subfolder)")
-    parser.add_argument("--rotate", action="append", default=None, metavar="DEGREES",
-                        help="also measure with each image turned DEGREES clockwise before the processor: 90, 180 or "
-                             "270, comma-separated or repeated for several, one row each (e.g. --rotate 90,180); the paper's "
-                             "rotation 'equivalent to reversing the patch token in ViT' is 180 on a square patch grid "
-                             "(default: none)")
-    parser.add_argument("--reverse_after_connector", action="store_true",
-                        help="also measure with the projected image tokens reversed before they enter the LLM")
-    parser.add_argument("--include_template", action="store_true",
-                        help="H4/H5 over every position of the prompt (chat template or USER:/ASSISTANT: and BOS, "
-                             "unless --exclude_bos) instead of the instruction and response tokens only (default: off)")
-    parser.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
-                        help="the instruction of cc_sbu_align records ({image_id, caption}), which have none "
-                             f"(default: {DEFAULT_INSTRUCTION!r}, the first of MiniGPT-4's alignment prompts)")
+    add = parser.add_argument
+    add("--model_args", default=None,
+        help="required: a vision-language model, pretrained=ID_OR_PATH[,revision=R][,dtype=auto|float32|bfloat16|"
+             "float16][,device_map=auto][,trust_remote_code=true][,adapter=PEFT_PATH]"
+             "[,vision_module=PATH,projector_module=PATH,language_module=PATH]")
+    add("--tasks", default=None,
+        help="required: comma-separated NAME=FILE or FILE (.jsonl/.json; a bare file is named after its stem)")
+    add("--limit", type=_positive_int, default=None,
+        help="measure only the first N usable samples of each task (default: all)")
+    add("--seed", type=int, default=1234, help="seed of the bootstrap intervals (default: 1234)")
+    add("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    add("--output_path", default="results",
+        help="directory for multimodal_<timestamp>.json/.md/.csv under the model's name (default: results)")
+    add("--store", default=None, help="directory for the per-sample store (default: OUTPUT/<model>/store)")
+    add("--exclude_bos", action="store_true",
+        help="with --include_template, leave a leading BOS out of H4/H5 (without it BOS is never in them)")
+    add("--on_error", choices=("skip", "fail"), default="fail",
+        help="malformed records, missing or unreadable images: skip (counted in n_skipped) or fail (default: fail)")
+    add("-v", "--verbose", action="store_true", help="log progress details")
+    add("--image_root", default=None, help="folder that relative image paths are joined to "
+        "(default: the data file's folder; for cc_sbu_align records its image/ subfolder)")
+    add("--rotate", action="append", default=None, metavar="DEGREES",
+        help="also measure with each image turned DEGREES clockwise before the processor: 90, 180 or 270, "
+             "comma-separated or repeated for several, one row each (e.g. --rotate 90,180); the paper's rotation "
+             "'equivalent to reversing the patch token in ViT' is 180 on a square patch grid (default: none)")
+    add("--reverse_after_connector", action="store_true",
+        help="also measure with the projected image tokens reversed before they enter the LLM")
+    add("--include_template", action="store_true",
+        help="H4/H5 over every position of the prompt (chat template or USER:/ASSISTANT: and BOS, unless "
+             "--exclude_bos) instead of the instruction and response tokens only (default: off)")
+    add("--instruction", default=DEFAULT_INSTRUCTION,
+        help="the instruction of cc_sbu_align records ({image_id, caption}), which have none "
+             f"(default: {DEFAULT_INSTRUCTION!r}, the first of MiniGPT-4's alignment prompts)")
 
 
 def _positive_int(text: str) -> int:
