@@ -120,14 +120,18 @@ def run(args: argparse.Namespace) -> int:
 
 def with_adapter(model_args: str | Mapping[str, Any] | None, adapter: str) -> str | dict[str, Any]:
     """`model_args` with ``adapter=PATH`` added; an adapter already in `model_args` is an error."""
-    if parse_model_args(model_args).adapter:
-        raise MatrixEvalError("model_args already name an adapter; pass the base model in --model_args and the "
-                              "adapter in --adapter")
+    _check_no_adapter(model_args)
     if model_args is None or (isinstance(model_args, str) and not model_args.strip()):
         return f"pretrained={default_model_path()},adapter={adapter}"
     if isinstance(model_args, str):
         return f"{model_args},adapter={adapter}"
     return {**model_args, "adapter": adapter}
+
+
+def _check_no_adapter(model_args: str | Mapping[str, Any] | None) -> None:
+    if parse_model_args(model_args).adapter:
+        raise MatrixEvalError("model_args already name an adapter; pass the base model in --model_args and the "
+                              "adapter in --adapter (or --train)")
 
 
 def adapter_experiment(
@@ -148,11 +152,11 @@ def adapter_experiment(
     opts = common.options(common_options)
     if (adapter is None) == (not train):
         raise MatrixEvalError("give either --adapter PEFT_DIR (a saved adapter) or --train (fine-tune one with LoRA)")
-    training_record = None
+    training_record: dict[str, Any] | None = None
     loaded = None
     if train:
         settings = train if isinstance(train, LoraTraining) else LoraTraining()
-        with_adapter(model_args, "-")  # an adapter already in model_args is an error before any training
+        _check_no_adapter(model_args)  # before any training
         loaded = common.load_tasks(tasks, opts)
         adapter, training_record = train_lora(model_args, [d for t in loaded for d in t.documents], settings,
                                               opts)
@@ -187,8 +191,12 @@ def adapter_experiment(
         rows.append(row)
     return common.finish(session, "adapter", entries, rows, opts=opts, per_sample=per_sample,
                          extra_config={"adapter": str(adapter), "tasks": tasks, "base": base_config,
-                                       "training": training_record and {k: v for k, v in training_record.items()
-                                                                         if k != "losses"}})
+                                       "training": _without_losses(training_record)})
+
+
+def _without_losses(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The training record for the results config: the per-step losses stay in training.json."""
+    return None if record is None else {k: v for k, v in record.items() if k != "losses"}
 
 
 def train_lora(
@@ -215,9 +223,10 @@ def train_lora(
         raise MatrixEvalError(f"--train fine-tunes with the causal-LM loss, and {lm.name} has no LM head; "
                               "pass a causal LM in --model_args")
     max_length = min(opts.max_length, lm.max_positions) if lm.max_positions else opts.max_length
-    items = [it for it in encode(lm.tokenizer, documents, max_length) if len(it.input_ids) - it.span_start >= 2]
+    # a text needs one token with a token (of context or text) before it to have a next-token loss
+    items = [it for it in encode(lm.tokenizer, documents, max_length) if len(it.input_ids) > max(it.span_start, 1)]
     if not items:
-        raise MatrixEvalError("no text has the 2 tokens a next-token loss needs; use longer texts")
+        raise MatrixEvalError("no text has a token with one before it for the next-token loss; use longer texts")
     model_type = getattr(unwrap(lm.model).config, "model_type", None)
     target = settings.target_modules
     if target is None and model_type not in PEFT_DEFAULTS:
@@ -241,7 +250,7 @@ def train_lora(
         total = settings.epochs * steps_per_epoch
         total = min(total, settings.max_steps) if settings.max_steps else total
         pad = lm.tokenizer.pad_token_id
-        for _ in range(settings.epochs):
+        while len(losses) < total:  # epoch after epoch, each in a fresh seeded order
             order = torch.randperm(len(items)).tolist()
             for start in range(0, len(order), settings.batch_size):
                 if len(losses) >= total:
