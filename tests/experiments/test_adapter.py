@@ -1,6 +1,7 @@
 """adapter: the base model and the same model with a real LoRA adapter, checked against HF forwards."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +74,90 @@ def test_cli_and_errors(llama_path, lora, tiny_corpus, tmp_path, capsys):
     assert set(data["results"]) == {"tiny/base", "tiny/adapter"}
     with pytest.raises(MatrixEvalError, match="already name an adapter"):
         with_adapter(f"pretrained={llama_path},adapter={lora}", str(lora))
+
+
+def _direct_loss(path, adapter, texts):
+    """Mean causal-LM loss of `texts` (one HF forward each) of the model from `path`, with the saved adapter."""
+    return _direct(path, adapter, texts)[1]
+
+
+@pytest.fixture(scope="module")
+def trained(llama_path, tiny_corpus, tmp_path_factory):
+    from matrixeval.experiments.adapter import LoraTraining
+
+    out_dir = tmp_path_factory.mktemp("train")
+    settings = LoraTraining(learning_rate=3e-2, epochs=8, batch_size=4)
+    out = adapter_experiment(f"pretrained={llama_path}", str(tiny_corpus), train=settings, limit=8,
+                             metrics="matrix_entropy,loss", output_path=out_dir)
+    return out, out_dir
+
+
+def test_train_lowers_the_loss_on_the_training_texts_by_a_direct_forward(llama_path, tiny_corpus, trained):
+    out, out_dir = trained
+    check_outputs(out, COLUMNS)
+    adapter = out["config"]["adapter"]
+    assert adapter.startswith(str(out_dir)) and "lora_" in adapter
+    texts = [r["text"] for r in read_jsonl(tiny_corpus)[:8]]
+    base, tuned = _direct_loss(llama_path, None, texts), _direct_loss(llama_path, adapter, texts)
+    assert tuned < base - 0.1, (base, tuned)
+    row = out["table"][0]
+    assert row["loss_base"] == pytest.approx(base, abs=1e-5)
+    assert row["loss_adapter"] == pytest.approx(tuned, abs=1e-5)
+    training = out["config"]["training"]
+    assert training["n_steps"] == 8 * 2 and training["n_texts"] == 8  # 8 texts in batches of 4, 8 epochs
+    assert training["settings"]["target_modules"] == ["q_proj", "v_proj"]  # PEFT's choice for Llama
+    assert training["settings"]["r"] == 8 and training["settings"]["lora_alpha"] == 16
+    saved = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    assert saved["r"] == 8 and saved["lora_alpha"] == 16 and saved["lora_dropout"] == 0.05
+
+
+def test_training_is_seeded(llama_path, tiny_corpus, trained, tmp_path):
+    from safetensors.torch import load_file
+
+    from matrixeval.experiments.adapter import LoraTraining
+
+    out, _ = trained
+    again = adapter_experiment(f"pretrained={llama_path}", str(tiny_corpus), limit=8, metrics="loss",
+                               train=LoraTraining(learning_rate=3e-2, epochs=8, batch_size=4), output_path=tmp_path)
+    first = load_file(Path(out["config"]["adapter"]) / "adapter_model.safetensors")
+    second = load_file(Path(again["config"]["adapter"]) / "adapter_model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    other = adapter_experiment(f"pretrained={llama_path}", str(tiny_corpus), limit=8, metrics="loss", seed=7,
+                               train=LoraTraining(learning_rate=3e-2, epochs=8, batch_size=4), output_path=tmp_path)
+    third = load_file(Path(other["config"]["adapter"]) / "adapter_model.safetensors")
+    assert not all(torch.equal(first[k], third[k]) for k in first)
+
+
+def test_cli_train_prints_the_adapter_path_and_states_defaults(llama_path, tiny_corpus, tmp_path, capsys):
+    argv = ["experiment", "adapter", "--model_args", f"pretrained={llama_path}", "--train", "--max_steps", "2",
+            "--tasks", str(tiny_corpus), "--limit", "4", "--metrics", "loss", "--output_path", str(tmp_path)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "loss_adapter" in captured.out
+    [adapter] = list(tmp_path.glob("*/lora_*"))
+    assert f"LoRA adapter saved to {adapter}" in captured.err
+    training = json.loads((adapter / "training.json").read_text())
+    assert training["n_steps"] == 2 and len(training["losses"]) == 2 and training["seed"] == 1234
+    with pytest.raises(SystemExit) as exit_:  # --train and --adapter are exclusive
+        main([*argv, "--adapter", str(adapter)])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["experiment", "adapter", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in ("--train", "LoRA rank (default: 8)", "(default: 16)", "(default: 0.05)", "(default: 0.0003)",
+                   "(default: 3)", "default: none, every epoch runs", "q_proj,v_proj for Llama"):
+        assert phrase in text, phrase
+
+
+def test_train_settings_and_sources_are_checked_before_any_loading(llama_path, lora):
+    from matrixeval.experiments.adapter import LoraTraining
+
+    with pytest.raises(MatrixEvalError, match="either --adapter PEFT_DIR .* or --train"):
+        adapter_experiment(f"pretrained={llama_path}", "x.jsonl")
+    with pytest.raises(MatrixEvalError, match="either --adapter PEFT_DIR .* or --train"):
+        adapter_experiment(f"pretrained={llama_path}", "x.jsonl", adapter=str(lora), train=True)
+    with pytest.raises(MatrixEvalError, match="already name an adapter"):
+        adapter_experiment(f"pretrained={llama_path},adapter={lora}", "x.jsonl", train=True)
+    for bad in ({"r": 0}, {"max_steps": 0}, {"lora_dropout": 1.0}, {"learning_rate": -1.0}):
+        with pytest.raises(MatrixEvalError, match="must be"):
+            LoraTraining(**bad)

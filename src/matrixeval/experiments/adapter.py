@@ -1,12 +1,22 @@
 """A base model against the same model with a PEFT (e.g. LoRA) adapter, on the same data (Wei et al. 2024
 Table 2: matrix entropy and loss before and after supervised fine-tuning).
 
-The base model (--model_args) measures every task, is released, then the same model with --adapter PATH
-(a saved PEFT adapter directory, loaded as model_args + ",adapter=PATH") measures the same documents.
-Variants "<task>/base" and "<task>/adapter" are stored, resumable and data-parallel like `run`. Training
-adapters is out of scope: bring a saved one. The JSON is written under the adapted model's name
-(<output_path>/<model>__adapter<PATH>/adapter_<timestamp>.json); its config holds the base model's
-config under "base".
+Either bring a saved PEFT adapter (--adapter PATH), or let --train fine-tune one with LoRA on the task's
+texts first: get_peft_model on the base model, a plain seeded AdamW loop (constant learning rate, no warm-up,
+no weight decay) minimising the causal-LM loss of each text, tokenised exactly as it is measured (a context,
+where a recipe has one, conditions but is not trained on). Defaults (alpaca-lora's): r 8, alpha 16, dropout
+0.05, learning rate 3e-4, 3 epochs, batches of 8, target modules = PEFT's choice for the architecture (e.g.
+q_proj,v_proj for Llama; all linear layers where PEFT has none). The adapter is saved to
+<output_path>/<model>/lora_<timestamp>/ with training.json (settings and the loss of every step), its path
+printed and recorded in the results config ("adapter", "training"). The paper measures on its training data,
+so the same texts are then measured.
+
+The base model (--model_args) measures every task, is released, then the same model with the adapter (loaded
+as model_args + ",adapter=PATH") measures the same documents. Variants "<task>/base" and "<task>/adapter" are
+stored, resumable and data-parallel like `run` (training itself runs in one process: train without
+torchrun, then measure under torchrun with --adapter). The JSON is written under the adapted model's name
+(<output_path>/<model>__adapter<PATH>/adapter_<timestamp>.json); its config holds the base model's config
+under "base".
 
 Output columns (table .md/.csv next to the JSON, and the "table" key of the JSON):
   task               the task
@@ -20,34 +30,97 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import logging
+import math
+import os
+import sys
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..errors import MatrixEvalError
 from ..models import default_model_path, parse_model_args
 from . import _common as common
 
+logger = logging.getLogger(__name__)
+
 DESCRIPTION = "base model vs the same model with a PEFT/LoRA adapter: metrics and loss side by side (seed 000 Table 2)"
 
 
+@dataclass(frozen=True)
+class LoraTraining:
+    """How --train fine-tunes: LoRA rank/alpha/dropout, AdamW learning rate, epochs over the texts (or at most
+    max_steps optimiser steps), texts per step, and the modules to adapt (None: PEFT's default for the
+    architecture, "all-linear" where PEFT has none; or a list of module names)."""
+
+    r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    learning_rate: float = 3e-4
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 8
+    target_modules: tuple[str, ...] | str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("r", "lora_alpha", "epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise MatrixEvalError(f"LoRA {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise MatrixEvalError(f"max_steps must be a positive integer (or unset), got {self.max_steps!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise MatrixEvalError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise MatrixEvalError(f"learning_rate must be positive, got {self.learning_rate!r}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--adapter", required=True,
-                        help="directory of a saved PEFT adapter (e.g. LoRA) for --model_args")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--adapter", help="directory of a saved PEFT adapter (e.g. LoRA) for --model_args")
+    source.add_argument("--train", action="store_true",
+                        help="fine-tune a LoRA adapter on the tasks' texts first, save it under the output path, then "
+                             "measure base vs tuned")
+    d = LoraTraining()
+    train = parser.add_argument_group("LoRA training (with --train)")
+    train.add_argument("--lora_r", type=int, default=d.r, help=f"LoRA rank (default: {d.r})")
+    train.add_argument("--lora_alpha", type=int, default=d.lora_alpha, help=f"LoRA alpha (default: {d.lora_alpha})")
+    train.add_argument("--lora_dropout", type=float, default=d.lora_dropout,
+                       help=f"LoRA dropout (default: {d.lora_dropout})")
+    train.add_argument("--learning_rate", type=float, default=d.learning_rate,
+                       help=f"AdamW learning rate, constant (default: {d.learning_rate})")
+    train.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the texts (default: {d.epochs})")
+    train.add_argument("--max_steps", type=int, default=d.max_steps,
+                       help="stop after this many optimiser steps (default: none, every epoch runs)")
+    train.add_argument("--train_batch_size", type=int, default=d.batch_size,
+                       help=f"texts per optimiser step (default: {d.batch_size})")
+    train.add_argument("--target_modules", default=None,
+                       help="comma-separated module names to adapt, or all-linear (default: PEFT's choice for the "
+                            "architecture, e.g. q_proj,v_proj for Llama; all-linear where PEFT has none)")
     common.add_metrics_arg(parser)
     common.add_log_samples_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = adapter_experiment(args.model_args, args.tasks, adapter=args.adapter, metrics=args.metrics,
+    training = None
+    if args.train:
+        modules = args.target_modules
+        if modules and modules != "all-linear":
+            modules = tuple(common.parse_list(modules, str, "--target_modules"))
+        training = LoraTraining(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                                learning_rate=args.learning_rate, epochs=args.epochs, max_steps=args.max_steps,
+                                batch_size=args.train_batch_size, target_modules=modules or None)
+    out = adapter_experiment(args.model_args, args.tasks, adapter=args.adapter, train=training, metrics=args.metrics,
                              **common.options_from_args(args))
     return common.print_report(out)
 
 
 def with_adapter(model_args: str | Mapping[str, Any] | None, adapter: str) -> str | dict[str, Any]:
     """`model_args` with ``adapter=PATH`` added; an adapter already in `model_args` is an error."""
-    if parse_model_args(model_args).adapter:
-        raise MatrixEvalError("model_args already name an adapter; pass the base model in --model_args and the "
-                              "adapter in --adapter")
+    _check_no_adapter(model_args)
     if model_args is None or (isinstance(model_args, str) and not model_args.strip()):
         return f"pretrained={default_model_path()},adapter={adapter}"
     if isinstance(model_args, str):
@@ -55,22 +128,41 @@ def with_adapter(model_args: str | Mapping[str, Any] | None, adapter: str) -> st
     return {**model_args, "adapter": adapter}
 
 
+def _check_no_adapter(model_args: str | Mapping[str, Any] | None) -> None:
+    if parse_model_args(model_args).adapter:
+        raise MatrixEvalError("model_args already name an adapter; pass the base model in --model_args and the "
+                              "adapter in --adapter (or --train)")
+
+
 def adapter_experiment(
     model_args: str | Mapping[str, Any] | None = None,
     tasks: str | Sequence[str] | None = None,
     *,
-    adapter: str,
+    adapter: str | os.PathLike | None = None,
+    train: LoraTraining | bool | None = None,
     metrics: str | Sequence[str] | None = None,
     **common_options: Any,
 ) -> dict[str, Any] | None:
     """Measure each task with the base model and with the adapter; see the module docstring.
 
-    Returns the results dict (``results["<task>/base"]``, ``results["<task>/adapter"]``, ``table``) on rank 0
-    and None elsewhere.
+    Give either `adapter` (a saved PEFT adapter) or `train` (True for the defaults, or a LoraTraining) to
+    fine-tune one on the tasks' texts first. Returns the results dict (``results["<task>/base"]``,
+    ``results["<task>/adapter"]``, ``table``) on rank 0 and None elsewhere.
     """
     opts = common.options(common_options)
-    adapted_args = with_adapter(model_args, str(adapter))
+    if (adapter is None) == (not train):
+        raise MatrixEvalError("give either --adapter PEFT_DIR (a saved adapter) or --train (fine-tune one with LoRA)")
+    training_record: dict[str, Any] | None = None
     loaded = None
+    if train:
+        settings = train if isinstance(train, LoraTraining) else LoraTraining()
+        _check_no_adapter(model_args)  # before any training
+        loaded = common.load_tasks(tasks, opts)
+        adapter, training_record = train_lora(model_args, [d for t in loaded for d in t.documents], settings,
+                                              opts)
+        print(f"LoRA adapter saved to {adapter}", file=sys.stderr)
+        _release_memory()
+    adapted_args = with_adapter(model_args, str(adapter))
     entries: dict[str, dict[str, Any]] = {}
     per_sample: dict[str, list] = {}
     base_config = None
@@ -98,7 +190,96 @@ def adapter_experiment(
                 row.update({f"{m}_base": base[m], f"{m}_adapter": tuned[m], f"{m}_delta": tuned[m] - base[m]})
         rows.append(row)
     return common.finish(session, "adapter", entries, rows, opts=opts, per_sample=per_sample,
-                         extra_config={"adapter": str(adapter), "tasks": tasks, "base": base_config})
+                         extra_config={"adapter": str(adapter), "tasks": tasks, "base": base_config,
+                                       "training": _without_losses(training_record)})
+
+
+def _without_losses(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The training record for the results config: the per-step losses stay in training.json."""
+    return None if record is None else {k: v for k, v in record.items() if k != "losses"}
+
+
+def train_lora(
+    model_args: str | Mapping[str, Any] | None, documents: Sequence[Any], settings: LoraTraining,
+    opts: common.Options,
+) -> tuple[Path, dict[str, Any]]:
+    """Fine-tune a LoRA adapter on `documents` (as the engine tokenises them) and save it; see the module
+    docstring. Returns the adapter's directory and what training.json in it records."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    from ..engine.batching import collate, encode
+    from ..models import load_model
+    from ..models.loading import unwrap
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MatrixEvalError("--train runs in one process; train without torchrun (or pass a saved --adapter)")
+    if not documents:
+        raise MatrixEvalError("no texts to train the adapter on; check --tasks and --limit")
+    started = time.time()
+    lm = load_model(parse_model_args(model_args), opts.device)
+    if not lm.has_lm_head:
+        raise MatrixEvalError(f"--train fine-tunes with the causal-LM loss, and {lm.name} has no LM head; "
+                              "pass a causal LM in --model_args")
+    max_length = min(opts.max_length, lm.max_positions) if lm.max_positions else opts.max_length
+    # a text needs one token with a token (of context or text) before it to have a next-token loss
+    items = [it for it in encode(lm.tokenizer, documents, max_length) if len(it.input_ids) > max(it.span_start, 1)]
+    if not items:
+        raise MatrixEvalError("no text has a token with one before it for the next-token loss; use longer texts")
+    model_type = getattr(unwrap(lm.model).config, "model_type", None)
+    target = settings.target_modules
+    if target is None and model_type not in PEFT_DEFAULTS:
+        target = "all-linear"
+    config = LoraConfig(task_type="CAUSAL_LM", r=settings.r, lora_alpha=settings.lora_alpha,
+                        lora_dropout=settings.lora_dropout,
+                        target_modules=list(target) if isinstance(target, tuple) else target)
+    devices = list(range(torch.cuda.device_count())) if lm.device.type == "cuda" else []
+    losses: list[float] = []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(opts.seed)  # the LoRA A init, dropout and the order of texts
+        try:
+            model = get_peft_model(lm.model, config)
+        except ValueError as err:
+            raise MatrixEvalError(f"LoRA cannot adapt {lm.name} with target_modules={target!r} ({err}); "
+                                  "name the modules with --target_modules") from None
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+        steps_per_epoch = math.ceil(len(items) / settings.batch_size)
+        total = settings.epochs * steps_per_epoch
+        total = min(total, settings.max_steps) if settings.max_steps else total
+        pad = lm.tokenizer.pad_token_id
+        while len(losses) < total:  # epoch after epoch, each in a fresh seeded order
+            order = torch.randperm(len(items)).tolist()
+            for start in range(0, len(order), settings.batch_size):
+                if len(losses) >= total:
+                    break
+                batch = [items[i] for i in order[start:start + settings.batch_size]]
+                ids, mask, span = collate(batch, pad, lm.device)
+                labels = ids.masked_fill(~span, -100)  # context and padding are not trained on
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                if not torch.isfinite(loss):
+                    raise MatrixEvalError(f"LoRA training loss became {loss.item()} at step {len(losses) + 1}; "
+                                          "lower --learning_rate, or load the model in bfloat16/float32")
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+    out_dir = (Path(opts.output_path) if opts.output_path is not None else Path(".")) / lm.name
+    out_dir = out_dir / f"lora_{datetime.now().strftime('%Y-%m-%dT%H-%M-%S.%f')}"
+    model.save_pretrained(out_dir)
+    record = {
+        "settings": {**asdict(settings), "target_modules": sorted(model.peft_config["default"].target_modules)},
+        "seed": opts.seed, "n_texts": len(items), "max_length": max_length, "n_steps": len(losses),
+        "n_trainable_params": sum(p.numel() for p in params), "loss_first_step": losses[0],
+        "loss_last_step": losses[-1], "losses": losses, "seconds": round(time.time() - started, 3),
+        "adapter": str(out_dir),
+    }
+    (out_dir / "training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    logger.info("LoRA: %d steps on %d texts, loss %.4f -> %.4f", len(losses), len(items), losses[0], losses[-1])
+    del model, lm
+    return out_dir, record
 
 
 def _release_memory() -> None:

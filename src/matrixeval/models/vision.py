@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from .loading import dtype_key, load_config, model_name, not_loadable, ready, re
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["MODULE_KEYS", "Capture", "Prompts", "VisionLanguageModel", "build_prompts", "capture",
+__all__ = ["MODULE_KEYS", "Capture", "Prompts", "VisionLanguageModel", "build_prompts", "capture", "content_mask",
            "load_vision_language_model"]
 
 MODULE_KEYS = ("vision_module", "projector_module", "language_module")
@@ -80,6 +80,7 @@ class Capture:
     image_mask: torch.Tensor
     projector_input: torch.Tensor | None
     projector_output: torch.Tensor | None
+    offset_mapping: torch.Tensor | None = None  # (1, N, 2) character spans in the processed text, when asked
 
 
 def load_vision_language_model(args: ModelArgs, device: str | None = None) -> VisionLanguageModel:
@@ -156,20 +157,31 @@ def build_prompts(vlm: VisionLanguageModel, instruction: str, response: str) -> 
 
 
 def capture(
-    vlm: VisionLanguageModel, text: str, image: Image | None = None, *, reverse_after_connector: bool = False
+    vlm: VisionLanguageModel, text: str, image: Image | None = None, *, reverse_after_connector: bool = False,
+    offsets: bool = False,
 ) -> Capture:
     """One forward pass of ``text`` (and ``image``, which must match the image tokens in ``text``).
 
     ``reverse_after_connector`` reverses the order of the projected image tokens before they enter the LLM
     (a hook returning the connector's output flipped along its token dimension, the second-to-last one).
+    ``offsets`` also returns each token's character span in the processed text (see :func:`content_mask`).
     """
     kwargs = {"text": text, "return_tensors": "pt"}
     if image is not None:
         kwargs["images"] = image
+    if offsets:
+        kwargs["return_offsets_mapping"] = True
     try:
         enc = vlm.processor(**kwargs)
-    except (ValueError, TypeError, OSError) as err:
-        raise MatrixEvalError(f"the processor of {vlm.name} failed on a sample ({_first_line(err)})") from None
+    except (ValueError, TypeError, OSError, NotImplementedError) as err:
+        hint = "; measure the whole prompt with --include_template" if offsets else ""
+        raise MatrixEvalError(f"the processor of {vlm.name} failed on a sample ({_first_line(err)}){hint}") from None
+    offset_mapping = enc.pop("offset_mapping", None) if offsets else None
+    if offsets and not isinstance(offset_mapping, torch.Tensor):
+        raise MatrixEvalError(
+            f"the processor of {vlm.name} gives no token offsets (a slow tokenizer?), so the instruction and "
+            "response tokens cannot be told from the template's; measure the whole prompt with --include_template"
+        )
     input_ids = enc["input_ids"]
     if vlm.max_positions and input_ids.shape[1] > vlm.max_positions:
         raise MatrixEvalError(
@@ -207,7 +219,46 @@ def capture(
         image_mask=image_mask,
         projector_input=_tokens(store["in"]),
         projector_output=projected,
+        offset_mapping=offset_mapping,
     )
+
+
+def content_mask(vlm: VisionLanguageModel, prompt: str, cap: Capture, pieces: Sequence[str]) -> torch.Tensor:
+    """(1, N) True at the tokens of ``cap`` that hold a character of one of ``pieces`` (e.g. the instruction and
+    the response), found in this order in ``prompt``; template, BOS and image tokens are False.
+
+    ``cap`` must come from ``capture(vlm, prompt, ..., offsets=True)``. The processor expands each image
+    placeholder into one token per image feature before tokenising, so offsets refer to that expanded text;
+    it is rebuilt here and checked against the image tokens' offsets, so a processor that expands differently
+    gives an error, never a wrong mask.
+    """
+    if cap.offset_mapping is None:
+        raise ValueError("content_mask needs a capture taken with offsets=True")
+    n_placeholders = prompt.count(vlm.image_token)
+    n_image_tokens = int(cap.image_mask.sum())
+    expanded = prompt
+    if n_placeholders:
+        expanded = prompt.replace(vlm.image_token, vlm.image_token * (n_image_tokens // n_placeholders))
+    starts, ends = cap.offset_mapping[0, :, 0], cap.offset_mapping[0, :, 1]
+    image_spans = {expanded[int(s):int(e)] for s, e in zip(starts[cap.image_mask[0]], ends[cap.image_mask[0]])}
+    if n_image_tokens % max(n_placeholders, 1) or image_spans - {vlm.image_token}:
+        raise MatrixEvalError(
+            f"the processor of {vlm.name} expands its image placeholder in a way matrixeval cannot map to "
+            "characters, so the instruction and response tokens cannot be found; measure the whole prompt with "
+            "--include_template"
+        )
+    mask = torch.zeros_like(starts, dtype=torch.bool)
+    at = 0
+    for piece in pieces:
+        found = expanded.find(piece, at)
+        if found < 0:
+            raise MatrixEvalError(
+                f"the prompt format of {vlm.name} does not hold the text {piece[:40]!r} verbatim, so its tokens "
+                "cannot be found; measure the whole prompt with --include_template"
+            )
+        at = found + len(piece)
+        mask |= (starts < at) & (ends > found) & (ends > starts)
+    return (mask & ~cap.image_mask[0]).unsqueeze(0)
 
 
 @contextmanager
