@@ -157,7 +157,8 @@ def test_cli_rank_by_mean_like_table_4_then_by_mean_rank_and_overridden(tmp_path
     with open(tmp_path / "r_rank.csv") as f:
         rows = list(csv.DictReader(f))
     # by hand: averages a 0.30, b 0.35, c 0.40; lower nuclear norm is better (the paper's evaluation)
-    assert [r["model"] for r in rows] == ["a", "b", "c"] and list(rows[0])[:5] == ["rank", "model", "average", "t1", "t2"]
+    assert [r["model"] for r in rows] == ["a", "b", "c"]
+    assert list(rows[0])[:5] == ["rank", "model", "average", "t1", "t2"]
     assert [float(r["average"]) for r in rows] == pytest.approx([0.30, 0.35, 0.40])
     assert float(rows[1]["t2"]) == values["b"]["t2"]
     assert _main(*paths, "--rank", "nuclear_norm", "--rank_by", "mean_rank", "--output", tmp_path / "r2") == 0

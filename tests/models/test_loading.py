@@ -124,7 +124,8 @@ def _hand_counted_non_embedding(family: str, cfg) -> int:
     """Kaplan's N for the tiny models, from the architecture papers' layer shapes (d, layers, heads, MLP width)."""
     d, n_layer = cfg.hidden_size, cfg.num_hidden_layers
     if family == "gpt2":  # per block: ln_1, c_attn (d→3d), attn c_proj, ln_2, c_fc (d→4d), mlp c_proj; then ln_f
-        return n_layer * (2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (4 * d * d + 4 * d) + (4 * d * d + d)) + 2 * d
+        block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (4 * d * d + 4 * d) + (4 * d * d + d)
+        return n_layer * block + 2 * d
     i = cfg.intermediate_size
     if family == "llama":  # q, k, v (GQA: kv heads × head dim), o, gate/up/down, two RMSNorms; then the final norm
         kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)

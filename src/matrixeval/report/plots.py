@@ -51,8 +51,8 @@ def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str
         if fit.ok:
             grid = np.geomspace(xs.min(), xs.max(), 200)
             sign = "+" if fit.k >= 0 else "-"
-            label = (f"{task} fit: ${tex_number(fit.L0)} {sign} {tex_number(abs(fit.k))}\\,x^{{{tex_number(fit.alpha)}}}$"
-                     f" ($R^2$={fit.r2:.3f})" + (f"\n{_clip(fit.caution)}" if fit.caution else ""))
+            formula = f"{tex_number(fit.L0)} {sign} {tex_number(abs(fit.k))}\\,x^{{{tex_number(fit.alpha)}}}"
+            label = (f"{task} fit: ${formula}$ ($R^2$={fit.r2:.3f})" + (f"\n{_clip(fit.caution)}" if fit.caution else ""))
             handles += ax.plot(grid, predict(fit, grid), linestyle="--", color=color, label=label)
         else:
             label = f"{task} fit ill-posed: {_clip(fit.ill_posed)}"
