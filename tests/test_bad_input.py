@@ -121,3 +121,75 @@ def test_zero_valid_samples_is_an_error_and_writes_no_results(gpt2, tmp_path, ca
     msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={gpt2}", "--tasks", str(data), "--output_path", str(out_dir)])
     assert "zero valid samples" in msg
     assert not list(out_dir.rglob("results_*.json"))
+
+
+def _overflowing(tiny_root, tmp_path, family: str, value: float):
+    """A tiny model with the word "cat" embedded at `value` in every coordinate: hidden states overflow to NaN/Inf
+    in any text that holds it (float32 overflows at 3e38 once LayerNorm sums 32 of them; float16 at 65504).
+    GPT-2 ties its output layer to that row, so every text's logits overflow; GPT-NeoX's are untied."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = make_tiny_causal_lm(tiny_root, family)
+    model, tok = AutoModelForCausalLM.from_pretrained(src), AutoTokenizer.from_pretrained(src)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[tok.convert_tokens_to_ids("cat")] = value
+    path = tmp_path / f"overflow-{family}-{value:g}"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _subprocess_cli(*argv, cwd):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    return subprocess.run([sys.executable, "-m", "matrixeval", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_one_nonfinite_sample_leaves_token_weighted_values_over_the_valid_ones(tiny_root, tmp_path):
+    import math
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _overflowing(tiny_root, tmp_path, "gpt_neox", 3e38)
+    texts = TINY_TEXTS[:6]  # only the first holds "cat"
+    assert [("cat" in t.split()) for t in texts] == [True] + [False] * 5
+    data = _jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
+    proc = _subprocess_cli("run", "--model_args", f"pretrained={path}", "--tasks", data, "--metrics",
+                           "matrix_entropy,loss,perplexity", "--output_path", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "NaN/Inf loss" in proc.stderr and "loss_n_nonfinite" in proc.stderr
+    r = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]["d"]
+    # independent: HF's own mean NLL (labels=) per valid text, batch size 1, float32
+    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    nll, n_targets = [], []
+    with torch.no_grad():
+        for t in texts[1:]:
+            enc = tok(t, return_tensors="pt")
+            n = enc["input_ids"].shape[1] - 1
+            nll.append(model(**enc, labels=enc["input_ids"]).loss.item() * n)
+            n_targets.append(n)
+    losses = [a / n for a, n in zip(nll, n_targets)]
+    assert r["loss_n_nonfinite"] == 1 and r["loss_n_samples"] == 5
+    assert r["skipped_by_status"] == {"nonfinite": 1}
+    assert r["loss_token_weighted"] == pytest.approx(sum(nll) / sum(n_targets), rel=1e-5)
+    assert r["perplexity_token_weighted"] == pytest.approx(math.exp(sum(nll) / sum(n_targets)), rel=1e-5)
+    assert r["loss"] == pytest.approx(sum(losses) / 5, rel=1e-5)
+    assert r["perplexity"] == pytest.approx(sum(math.exp(x) for x in losses) / 5, rel=1e-5)
+    assert r["perplexity_of_mean_loss"] == pytest.approx(math.exp(sum(losses) / 5), rel=1e-5)
+
+
+def test_every_sample_nonfinite_names_the_overflow(tiny_root, tmp_path):
+    path = _overflowing(tiny_root, tmp_path, "gpt2", 1e6)  # beyond float16's range
+    data = _jsonl(tmp_path / "d.jsonl", [{"text": f"the cat {t}"} for t in TINY_TEXTS[:4]])
+    proc = _subprocess_cli("run", "--model_args", f"pretrained={path},dtype=float16", "--tasks", data,
+                           "--output_path", tmp_path / "out", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("matrixeval: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "zero valid samples" in errors[0] and "'nonfinite': 4" in errors[0]
+    assert "overflow" in errors[0] and "dtype=bfloat16" in errors[0] and "longer texts" not in errors[0]
+    assert not list((tmp_path / "out").rglob("results_*.json"))

@@ -46,6 +46,8 @@ def test_causal_lm_matches_direct_computation(family, tiny_root, tiny_corpus, tm
     assert r["matrix_entropy"] == pytest.approx(sum(ent) / len(ent), abs=1e-5)
     assert r["loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-5)
     assert r["perplexity"] == pytest.approx(sum(math.exp(x) for x in losses) / len(losses), rel=1e-5)
+    assert r["perplexity_of_mean_loss"] == pytest.approx(math.exp(sum(losses) / len(losses)), rel=1e-5)
+    assert r["perplexity_of_mean_loss"] < r["perplexity"]  # Jensen: exp of the mean is below the mean of exp
     samples = [json.loads(line) for line in open(next(tmp_path.rglob("samples_tiny_*.jsonl")))]
     assert [s["doc_id"] for s in samples] == list(range(20))
     layer = str(out["config"]["layers"][-1])
@@ -135,7 +137,16 @@ def test_results_json_schema(tiny_root, tiny_corpus, tmp_path):
     cfg = on_disk["config"]
     for key in ("model_args", "n_params", "hidden_size", "dtype", "layers", "max_length", "seed", "batch_size"):
         assert key in cfg, key
-    assert cfg["n_params"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert cfg["n_params"] == sum(p.numel() for p in model.parameters())
+    # GPT-2 ties its output to wte; wte and the learned wpe are the embeddings
+    assert cfg["n_params_non_embedding"] == cfg["n_params"] - model.transformer.wte.weight.numel() - \
+        model.transformer.wpe.weight.numel()
+    hib = on_disk["higher_is_better"]
+    assert hib["nuclear_norm"] is False and hib["nuclear_norm_exact"] is False and hib["diff_erank"] is True
+    assert hib["diff_erank_per_sample"] is True and hib["perplexity_of_mean_loss"] is False
+    for key in ("perplexity_of_mean_loss", "diff_erank_per_sample", "loss_n_samples", "loss_n_nonfinite"):
+        assert key in r, key
     assert {"torch", "transformers", "matrixeval"} <= set(on_disk["versions"])
 
 
@@ -144,17 +155,23 @@ def test_diff_erank_against_a_seeded_random_init(tiny_root, tiny_corpus):
     a = evaluate(f"pretrained={path}", str(tiny_corpus), metrics="diff_erank", seed=5, output_path=None)
     b = evaluate(f"pretrained={path}", str(tiny_corpus), metrics="diff_erank", seed=5, output_path=None)
     assert a["results"]["tiny"]["diff_erank"] == b["results"]["tiny"]["diff_erank"]
-    # independent: erank of a model built the same way from another seed, minus erank of the trained one
-    from matrixeval.models import load_model, parse_model_args, random_init_like
+    # independent: the architecture built from its config under seed 5 (as the Diff-eRank authors' from_config),
+    # per-sample entropies (nats) from the float64 reference, then the authors' aggregate in numpy
+    import numpy as np
 
-    lm = load_model(parse_model_args(f"pretrained={path}"), "cpu")
-    untrained = random_init_like(lm, 5).model
-    trained = lm.model
-    diffs = []
+    trained = AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        untrained = AutoModelForCausalLM.from_config(trained.config).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    h0, h1 = [], []
     with torch.no_grad():
         for t in _texts(tiny_corpus):
-            enc = lm.tokenizer(t, return_tensors="pt")
-            h0 = untrained(**enc, output_hidden_states=True).hidden_states[-1][0]
-            h1 = trained(**enc, output_hidden_states=True).hidden_states[-1][0]
-            diffs.append(math.exp(ref.entropy_nats(h0)) - math.exp(ref.entropy_nats(h1)))
-    assert a["results"]["tiny"]["diff_erank"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-4)
+            enc = tok(t, return_tensors="pt")
+            h0.append(ref.entropy_nats(untrained(**enc, output_hidden_states=True).hidden_states[-1][0]))
+            h1.append(ref.entropy_nats(trained(**enc, output_hidden_states=True).hidden_states[-1][0]))
+    h0, h1 = np.array(h0), np.array(h1)
+    r = a["results"]["tiny"]
+    assert r["diff_erank"] == pytest.approx(np.exp(h0.mean()) - np.exp(h1.mean()), abs=1e-4)
+    assert r["diff_erank_per_sample"] == pytest.approx(np.mean(np.exp(h0) - np.exp(h1)), abs=1e-4)
+    assert r["diff_erank"] != pytest.approx(r["diff_erank_per_sample"], abs=1e-3)  # the two definitions differ here

@@ -20,13 +20,41 @@ METRICS: dict[str, MetricInfo] = {
     for m in (
         MetricInfo("matrix_entropy", "hidden states", False, "von Neumann entropy of the token covariance / log d (Wei et al. 2024)"),
         MetricInfo("effective_rank", "hidden states", False, "exp of the un-normalised matrix entropy (Roy & Vetterli)"),
-        MetricInfo("nuclear_norm", "hidden states", True, "Matrix Nuclear-Norm: top-min(N,d) column norms / N, as its reference code"),
-        MetricInfo("nuclear_norm_exact", "hidden states", True, "sum of singular values of the normalised tokens / N"),
+        # Lower is better, as the Matrix Nuclear-Norm paper evaluates (§6.2), though its theory motivates maximising.
+        MetricInfo("nuclear_norm", "hidden states", False, "Matrix Nuclear-Norm: top-min(N,d) column norms / N, as its reference code"),
+        MetricInfo("nuclear_norm_exact", "hidden states", False, "sum of singular values of the normalised tokens / N"),
         MetricInfo("loss", "logits (causal LM head)", False, "mean next-token NLL per sample, averaged over samples"),
         MetricInfo("perplexity", "logits (causal LM head)", False, "exp of each sample's loss, averaged over samples"),
-        MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True, "Diff-eRank: erank(untrained) - erank(trained)"),
+        MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True,
+                   "Diff-eRank: exp(mean H untrained) - exp(mean H trained), as its authors' code"),
     )
 }
+
+# Further columns a metric writes into the results, with their direction (declared in the results' higher_is_better).
+DERIVED: dict[str, tuple[str, bool]] = {
+    "matrix_entropy_b": ("matrix_entropy", False),
+    "matrix_entropy_c": ("matrix_entropy", False),
+    "loss_token_weighted": ("loss", False),
+    "perplexity_token_weighted": ("perplexity", False),
+    "perplexity_of_mean_loss": ("perplexity", False),
+    "diff_erank_per_sample": ("diff_erank", True),
+}
+
+
+def direction(column: str) -> bool | None:
+    """Whether higher is better for a metric or derived column matrixeval writes; None for anything else."""
+    if column in METRICS:
+        return METRICS[column].higher_is_better
+    if column in DERIVED:
+        return DERIVED[column][1]
+    return None
+
+
+def directions(metrics: list[str] | tuple[str, ...]) -> dict[str, bool]:
+    """``higher_is_better`` of the requested metrics and of every column they write."""
+    out = {m: METRICS[m].higher_is_better for m in metrics}
+    out.update({col: hib for col, (base, hib) in DERIVED.items() if base in metrics})
+    return out
 
 
 class NoLMHead(MatrixEvalError):

@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .metric_info import METRICS
-from .metrics import aggregate, diff_erank, summarize
+from .metric_info import directions
+from .metrics import aggregate, diff_erank, diff_erank_per_sample, summarize
 
 
 def json_safe(x: Any) -> Any:
@@ -53,6 +53,7 @@ def layer_results(
     if "diff_erank" in metrics:
         untrained = [v["entropy_untrained"] if v.get("entropy_untrained") is not None else math.nan for v in vals]
         _put(out, "diff_erank", diff_erank(untrained, column("entropy"), seed=seed))
+        _put(out, "diff_erank_per_sample", diff_erank_per_sample(untrained, column("entropy"), seed=seed))
     out["n_samples"] = sum(ok)
     out["skipped_by_status"] = dict(Counter(v["status"] for v in vals if v["status"] != "ok"))
     return out
@@ -73,16 +74,7 @@ def task_results(
     primary = by_layer[str(max(layers))]
     out: dict[str, Any] = {k: v for k, v in primary.items() if k not in ("n_samples", "skipped_by_status")}
     if "loss" in metrics or "perplexity" in metrics:
-        losses = [r.get("loss", math.nan) for r in records]
-        nll = sum(r["nll_sum"] for r in records if r.get("n_targets"))
-        targets = sum(r["n_targets"] for r in records if r.get("n_targets"))
-        token_weighted = nll / targets if targets else math.nan
-        if "loss" in metrics:
-            _put(out, "loss", summarize(losses, seed=seed))
-            out["loss_token_weighted"] = token_weighted
-        if "perplexity" in metrics:
-            _put(out, "perplexity", summarize([math.exp(x) for x in losses], seed=seed))
-            out["perplexity_token_weighted"] = math.exp(token_weighted)
+        out.update(loss_results(records, metrics, seed))
     skipped = Counter(primary["skipped_by_status"])
     skipped.update(load_skipped)
     out.update(
@@ -98,5 +90,48 @@ def task_results(
     return json_safe(out)
 
 
+def loss_results(records: Sequence[Mapping[str, Any]], metrics: Sequence[str], seed: int) -> dict[str, Any]:
+    """Loss and perplexity over the samples with a finite loss; a NaN/Inf one (e.g. fp16 overflow) is left out of
+    every value, token-weighted ones included, and counted in ``loss_n_nonfinite``.
+
+    loss = mean of per-sample losses; perplexity = mean of per-sample exp(loss); perplexity_of_mean_loss =
+    exp(loss); *_token_weighted = total NLL / total predicted tokens (and its exp).
+    """
+    scored = [r for r in records if r.get("n_targets")]
+    valid = [r for r in scored if math.isfinite(r["nll_sum"])]
+    losses = [r["loss"] for r in valid]
+    targets = sum(r["n_targets"] for r in valid)
+    token_weighted = sum(r["nll_sum"] for r in valid) / targets if targets else math.nan
+    out: dict[str, Any] = {}
+    mean_loss = summarize(losses, seed=seed)
+    if "loss" in metrics:
+        _put(out, "loss", mean_loss)
+        out["loss_token_weighted"] = token_weighted
+    if "perplexity" in metrics:
+        _put(out, "perplexity", summarize([_exp(x) for x in losses], seed=seed))
+        out["perplexity_of_mean_loss"] = _exp(mean_loss.mean)
+        out["perplexity_token_weighted"] = _exp(token_weighted)
+    out["loss_n_samples"] = len(valid)
+    out["loss_n_nonfinite"] = len(scored) - len(valid)
+    return out
+
+
+def _exp(x: float) -> float:
+    """exp that overflows to inf (written as null) instead of raising."""
+    return math.exp(x) if x < 709.0 else (math.inf if x == x else math.nan)
+
+
+def zero_valid_hint(skipped_by_status: Mapping[str, int], dtype: str) -> str:
+    """How to fix a task with no valid sample, from why its samples were skipped."""
+    if skipped_by_status and max(skipped_by_status, key=skipped_by_status.get) == "nonfinite":
+        if dtype == "float16":
+            return ("the hidden states overflowed to NaN/Inf (float16 overflows easily): "
+                    "load the model with dtype=bfloat16 or dtype=float32")
+        return (f"the hidden states overflowed to NaN/Inf in {dtype}: check the weights, "
+                "or load the model with dtype=float32")
+    return "check the text field and max_length, or use longer texts"
+
+
 def higher_is_better(metrics: Sequence[str]) -> dict[str, bool]:
-    return {m: METRICS[m].higher_is_better for m in metrics}
+    """The results' ``higher_is_better``: each requested metric and the derived columns it writes."""
+    return directions(list(metrics))

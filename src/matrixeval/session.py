@@ -30,7 +30,7 @@ from .errors import MatrixEvalError
 from .metric_info import parse_metrics
 from .models import ModelArgs, load_model, parse_model_args, random_init_like, resolve_layers
 from .results import higher_is_better as metric_directions
-from .results import json_safe, task_results
+from .results import json_safe, task_results, zero_valid_hint
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Session:
             )
             if entry["n_samples"] == 0 and require_spectral:
                 error = (f"task {name!r} has zero valid samples (skipped: {entry['skipped_by_status']}); "
-                         "check the text field and max_length, or use longer texts")
+                         + zero_valid_hint(entry["skipped_by_status"], str(self.lm.dtype).replace("torch.", "")))
         # Every rank stops on the same error, so none is left waiting at the next collective.
         error = broadcast_from_main(error, self.world)
         if error:
@@ -195,6 +195,9 @@ class Session:
                 "task %s: %d samples had NaN/Inf hidden states and were excluded; fp16 overflows easily, "
                 "load the model with dtype=bfloat16 or float32", name, nonfinite,
             )
+        if entry.get("loss_n_nonfinite"):
+            logger.warning("task %s: %d samples had a NaN/Inf loss and were left out of every loss and perplexity "
+                           "value (loss_n_nonfinite)", name, entry["loss_n_nonfinite"])
         entry["source"] = source
         entry["n_torn_store_lines"] = run.n_torn
         return entry, run.records
@@ -206,6 +209,7 @@ class Session:
             "model_args": self.model_args_text or f"pretrained={self.args.pretrained}",
             "model_name": lm.name,
             "n_params": lm.n_params,
+            "n_params_non_embedding": lm.n_params_non_embedding,
             "hidden_size": lm.hidden_size,
             "num_layers": lm.num_hidden_layers,
             "dtype": str(lm.dtype).replace("torch.", ""),

@@ -118,3 +118,30 @@ def test_causal_or_encoder_is_decided_from_config():
     assert not _is_causal_lm(LlamaConfig(architectures=["LlamaModel"]), "m")  # a headless checkpoint
     with pytest.raises(MatrixEvalError, match="encoder-decoder"):
         _is_causal_lm(T5Config(), "t5-small")
+
+
+def _hand_counted_non_embedding(family: str, cfg) -> int:
+    """Kaplan's N for the tiny models, from the architecture papers' layer shapes (d, layers, heads, MLP width)."""
+    d, n_layer = cfg.hidden_size, cfg.num_hidden_layers
+    if family == "gpt2":  # per block: ln_1, c_attn (d→3d), attn c_proj, ln_2, c_fc (d→4d), mlp c_proj; then ln_f
+        block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (4 * d * d + 4 * d) + (4 * d * d + d)
+        return n_layer * block + 2 * d
+    i = cfg.intermediate_size
+    if family == "llama":  # q, k, v (GQA: kv heads × head dim), o, gate/up/down, two RMSNorms; then the final norm
+        kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+        return n_layer * (d * d + 2 * d * kv + d * d + 3 * d * i + 2 * d) + d
+    # gpt_neox: two LayerNorms, fused qkv, dense, h→4h, 4h→h (all with biases); then final_layer_norm
+    return n_layer * (4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * i + i) + (i * d + d)) + 2 * d
+
+
+@pytest.mark.parametrize("family,tied", [("gpt2", True), ("llama", False), ("gpt_neox", False)])
+def test_non_embedding_parameters_by_hand(tiny_root, family, tied):
+    from tests.tiny_models import make_tiny_causal_lm
+
+    lm = load_model(parse_model_args(f"pretrained={make_tiny_causal_lm(tiny_root, family)}"), "cpu")
+    cfg = lm.model.config
+    assert bool(cfg.tie_word_embeddings) is tied
+    assert lm.n_params_non_embedding == _hand_counted_non_embedding(family, cfg)
+    vocab = cfg.vocab_size * cfg.hidden_size
+    positions = cfg.n_positions * cfg.hidden_size if family == "gpt2" else 0  # learned wpe; the others are rotary
+    assert lm.n_params == lm.n_params_non_embedding + vocab * (1 if tied else 2) + positions

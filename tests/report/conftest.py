@@ -14,7 +14,7 @@ MODELS = {  # name: n_params
 # arc_easy entropies: lower is better, so D=1, E=2, B=C=3.5 (tie), A=5.
 ARC_ENTROPY = [0.70, 0.66, 0.66, 0.60, 0.62]
 ARC_ACCURACY = [0.40, 0.45, 0.52, 0.57, 0.60]
-ARC_NUCLEAR = [0.30, 0.35, 0.33, 0.41, 0.40]  # higher is better: D=1, E=2, B=3, C=4, A=5
+ARC_NUCLEAR = [0.30, 0.35, 0.33, 0.41, 0.40]  # lower is better: A=1, C=2, B=3, E=4, D=5
 
 
 def wikitext_entropy(n_params):
@@ -27,7 +27,7 @@ def make_result(name, n_params, tasks):
         "results": tasks,
         "config": {"model_args": f"pretrained={name.replace('__', '/')}", "model_name": name, "n_params": n_params,
                    "hidden_size": 768, "num_layers": 12, "dtype": "float32", "layers": [12], "max_length": 2048},
-        "higher_is_better": {"matrix_entropy": False, "effective_rank": False, "nuclear_norm": True, "loss": False,
+        "higher_is_better": {"matrix_entropy": False, "effective_rank": False, "nuclear_norm": False, "loss": False,
                              "perplexity": False, "diff_erank": True, "accuracy": True},
         "versions": {"matrixeval": "0.1.0"},
         "date": "2026-11-23T21:00:00",

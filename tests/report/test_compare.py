@@ -80,7 +80,8 @@ def test_fit_table_recovers_the_wikitext_power_law(results):
     rows = fit_table(results, x="n_params", metrics="matrix_entropy")
     assert [(r["metric"], r["task"]) for r in rows] == [("matrix_entropy", "arc_easy"), ("matrix_entropy", "wikitext")]
     wiki = rows[1]
-    assert list(wiki) == ["metric", "task", "L0", "k", "alpha", "r2", "n", "note"]
+    assert list(wiki) == ["metric", "task", "L0", "L0_stderr", "k", "k_stderr", "alpha", "alpha_stderr", "r2", "n",
+                          "note"]
     assert (wiki["L0"], wiki["k"], wiki["alpha"]) == pytest.approx((0.4, 2.0, -0.3), rel=1e-2)
     assert wiki["n"] == 5 and wiki["note"] == ""
     assert fit_scaling(results, "matrix_entropy")["wikitext"].alpha == pytest.approx(-0.3, rel=1e-2)
@@ -111,16 +112,39 @@ def test_rank_models_within_one_task_lower_is_better(results):
     assert rows[0]["matrix_entropy"] == ARC_ENTROPY[3]
 
 
-def test_rank_models_higher_is_better_and_override(results):
+def test_rank_models_nuclear_norm_lower_is_better_and_override(results):
     ranks = {r["model"]: r["rank"] for r in rank_models(results, "nuclear_norm", task="arc_easy")}
-    assert ranks == dict(zip(NAMES, [5.0, 3.0, 4.0, 1.0, 2.0]))
-    rows = rank_models(results, "nuclear_norm", task="arc_easy", higher_is_better=False)
+    assert ranks == dict(zip(NAMES, [1.0, 3.0, 2.0, 5.0, 4.0]))
+    rows = rank_models(results, "nuclear_norm", task="arc_easy", higher_is_better=True)
     flipped = {r["model"]: r["rank"] for r in rows}
-    assert flipped == dict(zip(NAMES, [1.0, 3.0, 2.0, 5.0, 4.0]))
+    assert flipped == dict(zip(NAMES, [5.0, 3.0, 4.0, 1.0, 2.0]))
+
+
+def test_rank_models_ignores_a_stale_file_direction_for_matrixevals_metrics(results):
+    for r in results:  # files written before nuclear_norm's direction was corrected
+        r["higher_is_better"]["nuclear_norm"] = True
+    ranks = {r["model"]: r["rank"] for r in rank_models(results, "nuclear_norm", task="arc_easy")}
+    assert ranks == dict(zip(NAMES, [1.0, 3.0, 2.0, 5.0, 4.0]))
+
+
+def test_rank_models_by_mean_over_tasks_like_table_4(results):
+    rows = rank_models(results, "matrix_entropy")
+    by_model = {r["model"]: r for r in rows}
+    for i, name in enumerate(NAMES):  # the average of each model's two task values, by hand
+        wiki = 0.4 + 2.0 * MODELS[name] ** -0.3
+        assert by_model[name]["average"] == pytest.approx((ARC_ENTROPY[i] + wiki) / 2)
+        assert by_model[name]["arc_easy"] == ARC_ENTROPY[i] and by_model[name]["wikitext"] == pytest.approx(wiki)
+    order = sorted(NAMES, key=lambda n: by_model[n]["average"])  # lower is better
+    assert [r["model"] for r in rows] == order and [r["rank"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert list(rows[0]) == ["rank", "model", "average", "arc_easy", "wikitext"]
+    # D and E tie on mean rank (1.5, below); the mean separates them: D's is lower
+    assert rows[0]["model"] == "EleutherAI__pythia-1b"
+    with pytest.raises(MatrixEvalError, match="unknown ranking"):
+        rank_models(results, "matrix_entropy", by="median")
 
 
 def test_rank_models_averages_ranks_across_tasks(results):
-    rows = rank_models(results, "matrix_entropy")
+    rows = rank_models(results, "matrix_entropy", by="mean_rank")
     # wikitext falls with size: A=5, B=4, C=3, D=2, E=1. Mean with arc_easy: A 5, B 3.75, C 3.25, D 1.5, E 1.5.
     mean = {r["model"]: r["mean_rank"] for r in rows}
     assert mean == dict(zip(NAMES, [5.0, 3.75, 3.25, 1.5, 1.5]))
@@ -128,11 +152,18 @@ def test_rank_models_averages_ranks_across_tasks(results):
     assert rows[-1] == {"rank": 5.0, "model": NAMES[0], "mean_rank": 5.0, "arc_easy": 5.0, "wikitext": 5.0}
 
 
-def test_rank_models_needs_a_declared_direction(results):
+def test_rank_models_needs_a_declared_direction_for_metrics_it_does_not_know(results):
     for r in results:
-        del r["higher_is_better"]["matrix_entropy"]
-    with pytest.raises(MatrixEvalError, match="declare no higher_is_better"):
-        rank_models(results, "matrix_entropy", task="wikitext")
+        r["results"]["wikitext"]["bleu"] = 1.0 / r["config"]["n_params"]
+    with pytest.raises(MatrixEvalError, match="declare no higher_is_better for 'bleu'.*--higher_is_better"):
+        rank_models(results, "bleu", task="wikitext")
+    for r in results:
+        r["higher_is_better"]["bleu"] = True
+    assert rank_models(results, "bleu", task="wikitext")[0]["model"] == NAMES[0]  # the smallest has the largest
+    results[0]["higher_is_better"]["bleu"] = False
+    with pytest.raises(MatrixEvalError, match="disagree on"):
+        rank_models(results, "bleu", task="wikitext")
+    assert rank_models(results, "bleu", task="wikitext", higher_is_better=False)[0]["model"] == NAMES[-1]
 
 
 def test_correlations_match_scipy(results):

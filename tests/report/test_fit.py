@@ -102,3 +102,35 @@ def test_predict_matches_the_formula():
     np.testing.assert_allclose(predict(fit, SIZES), 0.4 + 2.0 * SIZES**-0.3)
     with pytest.raises(MatrixEvalError, match="positive"):
         predict(fit, [0.0, 1.0])
+
+
+def test_standard_errors_match_a_direct_fit_in_the_original_units():
+    from scipy.optimize import curve_fit
+
+    rng = np.random.default_rng(0)
+    y = 0.4 + 2.0 * SIZES**-0.3 + rng.normal(0, 1e-3, SIZES.size)
+    result = fit_power_law(SIZES, y)
+    assert result.ok and result.caution is None
+    # independent: scipy's own covariance of (L0, k, alpha), fitted directly in the original parametrisation
+    params, pcov = curve_fit(lambda x, L0, k, a: L0 + k * x**a, SIZES, y, p0=(result.L0, result.k, result.alpha),
+                             maxfev=20_000)
+    np.testing.assert_allclose(params, (result.L0, result.k, result.alpha), rtol=1e-4)
+    np.testing.assert_allclose((result.L0_stderr, result.k_stderr, result.alpha_stderr), np.sqrt(np.diag(pcov)),
+                               rtol=1e-3)
+
+
+def test_noiseless_fit_has_tiny_standard_errors_and_no_caution():
+    result = fit_power_law(SIZES, 0.4 + 2.0 * SIZES**-0.3)
+    assert result.caution is None
+    assert result.alpha_stderr < 1e-6 and result.L0_stderr < 1e-6
+
+
+@pytest.mark.parametrize("y, expected", [
+    ([0.5, 0.52, 0.49, 0.51, 0.5, 0.53, 0.48, 0.5], ["poor fit: R²=0.06", "alpha not determined"]),  # noise only
+    ([0.61, 0.60, 0.62, 0.60, 0.61, 0.59, 0.60, 0.35], ["extreme alpha=3.83", "extreme k=-1.2e-39"]),  # one outlier
+])
+def test_fits_that_mean_nothing_carry_a_caution(y, expected):
+    result = fit_power_law(SIZES, np.array(y))
+    assert result.ok  # a converged least-squares optimum, but ...
+    for text in expected:
+        assert text in result.caution

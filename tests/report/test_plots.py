@@ -59,3 +59,16 @@ def test_plot_bars_for_sentence_operations(tmp_path):
     assert_png(path)
     with pytest.raises(MatrixEvalError, match="no groups"):
         plot_bars({}, tmp_path / "empty.png", ylabel="y", title="t")
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.35, "0.35"), (-0.12, "-0.12"), (3.0, "3"), (1234.5, "1.23\\times10^{3}"), (1e-172, "1.00\\times10^{-172}"),
+    (-2.5e7, "-2.50\\times10^{7}"), (24.0, "24"), (0.0, "0"),
+])
+def test_legend_numbers_are_readable_mathtext(value, text):
+    from matplotlib.mathtext import MathTextParser
+
+    from matrixeval.report.plots import tex_number
+
+    assert tex_number(value) == text
+    MathTextParser("agg").parse(f"${text}$")  # renders without a mathtext error

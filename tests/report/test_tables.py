@@ -66,7 +66,7 @@ def test_csv_roundtrip_keeps_columns_and_full_precision(results, tmp_path):
 
 
 def test_csv_of_rankings_with_chosen_columns(results, tmp_path):
-    rows = rank_models(results, "matrix_entropy")
+    rows = rank_models(results, "matrix_entropy", by="mean_rank")
     path = write_csv(tmp_path / "rank.csv", rows, ["rank", "model", "mean_rank"])
     header, *body = path.read_text().splitlines()
     assert header == "rank,model,mean_rank"

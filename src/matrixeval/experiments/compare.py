@@ -2,16 +2,23 @@
 correlation with accuracy (Wei et al. 2024 Tables 1, 8, 9; Matrix Nuclear-Norm Table 4).
 
 Reads results JSON files written by `matrixeval run` or an experiment (one per model); recomputes nothing.
-  table         one row per model and task: the model, its --x (default n_params, from the file's config),
-                the task, n_samples and every metric (the CSV also has standard errors and 95% intervals)
+  table         one row per model and task: the model, its --x (default n_params, from the file's config;
+                n_params_non_embedding = parameters without the embeddings, Kaplan's N), the task, n_samples
+                and every metric (the CSV also has standard errors and 95% intervals)
   --fit powerlaw  per metric and task, the least-squares fit metric = L0 + k·x^α across models (scipy):
-                L0 the asymptote, k the scale, alpha the exponent, r2 the coefficient of determination, n the
+                L0 the asymptote, k the scale, alpha the exponent, each with its standard error from the fit's
+                covariance (L0_stderr, k_stderr, alpha_stderr), r2 the coefficient of determination, n the
                 models fitted; "note" says when a fit is ill-posed (fewer than 4 models, constant values, no
-                convergence, ...) and then L0, k, alpha may be NaN
+                convergence, ...; then L0, k, alpha may be NaN) or means little (R² < 0.9, |alpha| > 2,
+                |log10 k| > 30, a standard error above its value)
   --plot PNG    the --plot_metric (default: the first of --metrics) against x on a log axis, one series per
-                task, with the fitted curve when --fit is given
-  --rank METRIC models ranked by METRIC, best first (rank 1; direction from the files' higher_is_better):
-                within --task, or by the mean rank over the tasks every model has
+                task, with the fitted curve when --fit is given; a folder (existing, or ending in /) gets
+                FOLDER/<output stem name>.png
+  --rank METRIC models ranked by METRIC, best first (rank 1): within --task, or over the tasks every model
+                has: by default by the metric's mean over them ("average", the Matrix Nuclear-Norm paper's
+                Table 4 "Avg Score"), with each task's value; --rank_by mean_rank ranks by the mean of the
+                per-task ranks instead. Direction: matrixeval's own for its metrics (nuclear_norm: lower is
+                better), else the files' higher_is_better; --higher_is_better METRIC=true|false overrides
   correlations  when the files hold "accuracy" (e.g. from `experiment benchmark`): Spearman and Kendall
                 correlation of each metric with accuracy across models, per task (spearman, spearman_p,
                 kendall, kendall_p, n models; "note" says when undefined)
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -34,22 +42,31 @@ from ..errors import MatrixEvalError
 DESCRIPTION = "compare results files across models: metric table, power-law fits, plot, ranking, correlations"
 SHARED_ARGS = False
 ACCURACY = ("accuracy", "acc_norm")
+RANK_BY = ("mean", "mean_rank")  # as matrixeval.report.compare.RANK_BY, without importing scipy to build --help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", metavar="RESULTS.json", help="results files, one per model run")
     parser.add_argument("--x", default="n_params",
-                        help="numeric config key to order, fit and plot by (default: n_params)")
+                        help="numeric config key to order, fit and plot by, e.g. n_params_non_embedding "
+                             "(default: n_params)")
     parser.add_argument("--fit", choices=("powerlaw",), default=None,
                         help="fit metric = L0 + k·x^alpha per metric and task")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metrics to fit, plot and correlate (default: every metric the files "
                              "declare in higher_is_better, accuracy excluded)")
     parser.add_argument("--plot", default=None, metavar="PNG",
-                        help="draw the plot metric against x (log x) to this file")
+                        help="draw the plot metric against x (log x) to this file; a folder (existing, or ending "
+                             "in /) gets FOLDER/<output stem name>.png")
     parser.add_argument("--plot_metric", default=None, help="metric to plot (default: the first of --metrics)")
     parser.add_argument("--rank", default=None, metavar="METRIC", help="rank the models by this metric")
-    parser.add_argument("--task", default=None, help="rank within this task (default: mean rank over shared tasks)")
+    parser.add_argument("--task", default=None, help="rank within this task (default: over the tasks every model has)")
+    parser.add_argument("--rank_by", choices=RANK_BY, default="mean",
+                        help="across tasks: 'mean' ranks by the metric's mean over the tasks (the paper's Avg Score), "
+                             "'mean_rank' by the mean of per-task ranks (default: mean)")
+    parser.add_argument("--higher_is_better", action="append", default=None, metavar="METRIC=true|false",
+                        help="direction of a metric for --rank (repeat or comma-separate; default: matrixeval's "
+                             "own for its metrics, else the files' higher_is_better)")
     parser.add_argument("--layer", type=int, default=None, help="read metrics of this layer from by_layer")
     parser.add_argument("--output", default=None, metavar="STEM", help="stem of the files written "
                                                                        "(default: results/compare_<timestamp>)")
@@ -58,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = compare(args.results, x=args.x, fit=args.fit, metrics=args.metrics, plot=args.plot,
                   plot_metric=args.plot_metric, rank=args.rank, task=args.task, layer=args.layer,
-                  output=args.output or _default_stem())
+                  output=args.output or _default_stem(), rank_by=args.rank_by,
+                  higher_is_better=parse_directions(args.higher_is_better))
     print(out["markdown"])
     print("\nwritten: " + ", ".join(out["outputs"].values()), file=sys.stderr)
     return 0
@@ -80,12 +98,15 @@ def compare(
     task: str | None = None,
     layer: int | None = None,
     output: str | Path | None = None,
+    rank_by: str = "mean",
+    higher_is_better: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
     """Tables, fits, plot, ranking and correlations from results files (paths or loaded dicts).
 
     Returns ``{"table", "fits", "ranking", "correlations", "markdown", "outputs"}``; ``fits`` / ``ranking`` /
     ``correlations`` are empty lists when not asked for or not applicable. Files are written only under
-    `output` (a path stem) and `plot`.
+    `output` (a path stem) and `plot`. `rank_by` ("mean" or "mean_rank") and `higher_is_better`
+    (``{metric: bool}``, overriding any direction) shape the ranking.
     """
     from ..report import compare_table, correlations, fit_scaling, fit_table, load_results, plot_scaling, rank_models
     from ..report.tables import to_markdown, write_csv
@@ -103,7 +124,7 @@ def compare(
     metric_names = _metrics(loaded, metrics, table)
 
     fits = fit_table(loaded, x, metric_names, layer) if fit else []
-    ranking = rank_models(loaded, rank, task, layer) if rank else []
+    ranking = rank_models(loaded, rank, task, layer, (higher_is_better or {}).get(rank), by=rank_by) if rank else []
     has_accuracy = [t for t in sorted({t for r in loaded for t in r["results"]})
                     if any("accuracy" in r["results"].get(t, {}) for r in loaded)]
     corr = [row for row in correlations(loaded, [m for m in metric_names if m not in ACCURACY], "accuracy", layer=layer)
@@ -114,7 +135,8 @@ def compare(
     if fits:
         sections.append((f"Power-law fits: metric = L0 + k·{x}^alpha", to_markdown(fits)))
     if ranking:
-        sections.append((f"Ranking by {rank}" + (f" on {task}" if task else " (mean rank over tasks)"),
+        how = {"mean": " (mean over the tasks every model has)", "mean_rank": " (mean rank over the tasks)"}
+        sections.append((f"Ranking by {rank}" + (f" on {task}" if task else how[rank_by]),
                          to_markdown(ranking)))
     if corr:
         sections.append(("Correlation with accuracy across models", to_markdown(corr)))
@@ -126,6 +148,7 @@ def compare(
         if metric is None:
             raise MatrixEvalError("no metric to plot; pass --plot_metric")
         curves = fit_scaling(loaded, metric, x, layer) if fit else None
+        plot = _plot_path(plot, output, metric)
         outputs["plot"] = str(plot_scaling(loaded, metric, x, curves, plot, layer=layer))
     if output is not None:
         stem = str(output)
@@ -137,12 +160,34 @@ def compare(
             if rows:
                 outputs[name] = str(write_csv(f"{stem}_{name}.csv", rows))
         body = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr,
-                "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "task": task, "layer": layer,
+                "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "rank_by": rank_by,
+                           "higher_is_better": higher_is_better or {}, "task": task, "layer": layer,
                            "files": [str(p) for p in paths]}}
         Path(f"{stem}.json").write_text(json.dumps(json_safe(body), indent=2, allow_nan=False), encoding="utf-8")
         outputs["json"] = f"{stem}.json"
     return {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
             "outputs": outputs}
+
+
+def parse_directions(specs: Sequence[str] | None) -> dict[str, bool]:
+    """``["nuclear_norm=false", "bleu=true,acc=true"]`` → ``{"nuclear_norm": False, "bleu": True, "acc": True}``."""
+    out: dict[str, bool] = {}
+    for spec in specs or ():
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, _, value = item.partition("=")
+            flag = {"true": True, "false": False}.get(value.strip().lower())
+            if not name.strip() or flag is None:
+                raise MatrixEvalError(f"--higher_is_better expects METRIC=true|false, got {item!r}")
+            out[name.strip()] = flag
+    return out
+
+
+def _plot_path(plot: str | Path, output: str | Path | None, metric: str) -> Path:
+    """`plot` itself, or FOLDER/<output stem name>.png when it names a folder (existing, or ending in a separator)."""
+    text = str(plot)
+    if Path(text).is_dir() or text.endswith(("/", os.sep)):
+        return Path(text) / f"{Path(str(output)).name if output is not None else f'compare_{metric}'}.png"
+    return Path(text)
 
 
 def _metrics(results: Sequence[dict], metrics: str | Sequence[str] | None, table: list[dict]) -> list[str]:

@@ -436,6 +436,7 @@ def _config(vlm, model_args, operations, image_root, limit, seed, exclude_bos, s
         "model_args": model_args if isinstance(model_args, str) else f"pretrained={vlm.args.pretrained}",
         "model_name": vlm.name,
         "n_params": vlm.n_params,
+        "n_params_non_embedding": vlm.n_params_non_embedding,
         "dtype": str(vlm.dtype).replace("torch.", ""),
         "device": str(vlm.device),
         "modules": vlm.module_names,

@@ -1,7 +1,7 @@
 """Pure metric functions on tensors: no I/O, no model code, no globals."""
 
 from ._tokens import STATUSES, normalize_tokens
-from .aggregate import EntropyAggregate, Summary, aggregate, diff_erank, summarize
+from .aggregate import EntropyAggregate, Summary, aggregate, diff_erank, diff_erank_per_sample, summarize
 from .entropy import effective_rank, entropy_from_spectrum, matrix_entropy, normalize_entropy
 from .nuclear import matrix_nuclear_norm
 from .spectral import SpectralMetrics, spectral_metrics
@@ -15,6 +15,7 @@ __all__ = [
     "aggregate",
     "covariance_spectrum",
     "diff_erank",
+    "diff_erank_per_sample",
     "effective_rank",
     "entropy_from_spectrum",
     "matrix_entropy",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Summary", "EntropyAggregate", "summarize", "aggregate", "diff_erank"]
+__all__ = ["Summary", "EntropyAggregate", "summarize", "aggregate", "diff_erank", "diff_erank_per_sample"]
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,12 @@ def _as_float64(values: torch.Tensor | list[float]) -> torch.Tensor:
 
 
 def _bootstrap(x: torch.Tensor, stat, n_boot: int, seed: int) -> tuple[float, float]:
-    """Percentile interval of `stat` over `n_boot` resamples of x (dim 0), with a private generator."""
-    if x.numel() < 2:
+    """Percentile interval of `stat` over `n_boot` resamples of the rows of x (dim 0), with a private generator."""
+    n = x.shape[0]
+    if n < 2:
         return (float("nan"), float("nan"))
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, x.numel(), (n_boot, x.numel()), generator=gen)
+    idx = torch.randint(0, n, (n_boot, n), generator=gen)
     stats = stat(x[idx])
     lo, hi = torch.quantile(stats, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return (lo, hi)
@@ -109,12 +110,48 @@ def diff_erank(
     seed: int = 1234,
     n_boot: int = 1000,
 ) -> Summary:
-    """Diff-eRank: mean over samples of erank(untrained) − erank(trained), erank = exp(H) with H in nats.
+    """Diff-eRank of a data set as its authors' code computes it: exp(mean H_untrained) − exp(mean H_trained).
 
-    Both inputs hold the same samples in the same order; a pair where either side is NaN is skipped.
-    Higher means training removed more redundancy.
+    .. math:: \\exp\\big(\\tfrac1n\\textstyle\\sum_i H^{0}_i\\big) - \\exp\\big(\\tfrac1n\\sum_i H^{1}_i\\big)
+
+    H in nats; both means run over the samples valid in both (a pair where either side is NaN is skipped).
+    The standard error is the delta method's, sqrt(var(e0·H0 − e1·H1) / n) with e = exp(mean H); the interval
+    bootstraps the pairs. Higher means training removed more redundancy.
     """
-    h0, h1 = _as_float64(untrained_entropy), _as_float64(trained_entropy)
+    h0, h1 = _paired(untrained_entropy, trained_entropy)
+    ok = torch.isfinite(h0) & torch.isfinite(h1)
+    pairs = torch.stack([h0[ok], h1[ok]], dim=1)
+    n, skipped = pairs.shape[0], int((~ok).sum())
+    if n == 0:
+        return Summary(float("nan"), float("nan"), (float("nan"), float("nan")), 0, skipped)
+
+    def stat(s: torch.Tensor) -> torch.Tensor:
+        mean = s.mean(dim=-2)
+        return torch.exp(mean[..., 0]) - torch.exp(mean[..., 1])
+
+    e0, e1 = torch.exp(pairs.mean(dim=0)).tolist()
+    influence = e0 * pairs[:, 0] - e1 * pairs[:, 1]
+    stderr = float(influence.std(correction=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return Summary(float(stat(pairs)), stderr, _bootstrap(pairs, stat, n_boot, seed), n, skipped)
+
+
+def diff_erank_per_sample(
+    untrained_entropy: torch.Tensor | list[float],
+    trained_entropy: torch.Tensor | list[float],
+    *,
+    seed: int = 1234,
+    n_boot: int = 1000,
+) -> Summary:
+    """Mean over samples of exp(H_untrained,i) − exp(H_trained,i) (H in nats), a pair with a NaN side skipped.
+
+    By Jensen's inequality this differs from :func:`diff_erank` (which exponentiates the mean entropies).
+    """
+    h0, h1 = _paired(untrained_entropy, trained_entropy)
+    return summarize(torch.exp(h0) - torch.exp(h1), seed=seed, n_boot=n_boot)
+
+
+def _paired(untrained, trained) -> tuple[torch.Tensor, torch.Tensor]:
+    h0, h1 = _as_float64(untrained), _as_float64(trained)
     if h0.shape != h1.shape:
         raise ValueError(f"diff_erank needs paired samples, got {h0.numel()} untrained and {h1.numel()} trained")
-    return summarize(torch.exp(h0) - torch.exp(h1), seed=seed, n_boot=n_boot)
+    return h0, h1

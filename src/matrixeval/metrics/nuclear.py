@@ -30,7 +30,8 @@ def matrix_nuclear_norm(hidden: torch.Tensor, mask: torch.Tensor | None = None, 
     """Matrix Nuclear-Norm of hidden states (N, d) or (B, N, d), divided by the token count.
 
     `exact=False` (default) is the paper's column-norm approximation; `exact=True` the sum of singular
-    values of the same normalised matrix. Higher means more diverse (less compressed) representations.
+    values of the same normalised matrix. Higher means more diverse (less compressed) representations; the
+    paper's evaluation ranks lower as better (more compression), and so does matrixeval.
     """
     t = normalize_tokens(hidden, mask)
     if exact:

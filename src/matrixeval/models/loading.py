@@ -17,7 +17,7 @@ from .args import ModelArgs, default_model_path
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LoadedModel", "load_model", "model_name", "random_init_like", "unwrap"]
+__all__ = ["LoadedModel", "load_model", "model_name", "n_params_non_embedding", "random_init_like", "unwrap"]
 
 _DEFAULT_NAME = "sentence-transformers__all-MiniLM-L6-v2"
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
@@ -32,6 +32,7 @@ class LoadedModel:
     args: ModelArgs
     name: str
     n_params: int
+    n_params_non_embedding: int
     hidden_size: int
     num_hidden_layers: int
     has_lm_head: bool
@@ -251,6 +252,7 @@ def _describe(
         args=args,
         name=name,
         n_params=sum(p.numel() for p in model.parameters()),
+        n_params_non_embedding=n_params_non_embedding(model),
         hidden_size=int(config.hidden_size),
         num_hidden_layers=int(config.num_hidden_layers),
         has_lm_head=has_lm_head,
@@ -259,6 +261,28 @@ def _describe(
         max_positions=_max_positions(config),
         bos_token_id=tokenizer.bos_token_id,
     )
+
+
+def n_params_non_embedding(model: torch.nn.Module) -> int:
+    """Parameters outside the embeddings (Kaplan et al.'s N): all parameters minus the input embedding, the
+    output embedding when it is not tied to the input one, and learned position embeddings.
+
+    A position embedding is an ``nn.Embedding`` other than the input one named ``wpe`` or ``*pos*`` (GPT-2's
+    ``wpe``, BERT's ``position_embeddings``, OPT's ``embed_positions``); rotary and sinusoidal ones hold no
+    parameters. Tied weights count once.
+    """
+    base = unwrap(model)
+    embedding: dict[int, torch.nn.Parameter] = {}
+    for module in (base.get_input_embeddings(), base.get_output_embeddings()):
+        for p in module.parameters() if module is not None else ():
+            embedding[id(p)] = p
+    for name, module in base.named_modules():
+        leaf = name.rsplit(".", 1)[-1].lower()
+        if isinstance(module, torch.nn.Embedding) and (leaf == "wpe" or "pos" in leaf):
+            for p in module.parameters():
+                embedding[id(p)] = p
+    total = {id(p): p for p in model.parameters()}
+    return sum(p.numel() for key, p in total.items() if key not in embedding)
 
 
 def _max_positions(config: PretrainedConfig) -> int | None:

@@ -21,7 +21,8 @@ import torch
 
 from ..errors import MatrixEvalError
 from .args import ModelArgs
-from .loading import dtype_key, load_config, model_name, not_loadable, ready, resolve_device, unwrap
+from .loading import (dtype_key, load_config, model_name, n_params_non_embedding, not_loadable, ready, resolve_device,
+                      unwrap)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -51,6 +52,7 @@ class VisionLanguageModel:
     image_token: str
     image_token_id: int
     n_params: int
+    n_params_non_embedding: int
     device: torch.device
     dtype: torch.dtype
     max_positions: int | None
@@ -122,6 +124,7 @@ def load_vision_language_model(args: ModelArgs, device: str | None = None) -> Vi
         image_token=token,
         image_token_id=token_id,
         n_params=sum(p.numel() for p in model.parameters()),
+        n_params_non_embedding=n_params_non_embedding(model),
         device=embeddings.device,
         dtype=embeddings.dtype,
         max_positions=getattr(text_config, "max_position_embeddings", None),

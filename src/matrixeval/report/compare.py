@@ -24,6 +24,7 @@ __all__ = [
     "fit_scaling",
     "fit_table",
     "load_results",
+    "metric_direction",
     "model_name",
     "rank_models",
     "series_by_model",
@@ -34,12 +35,18 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> list[dict]:
     """Read results JSON files (one per model run), in the order given.
 
     Raises:
-        MatrixEvalError: for a missing file, a directory, invalid JSON, or JSON without a ``"results"`` object.
+        MatrixEvalError: for a missing file, a directory, the same file given twice, invalid JSON, or JSON without
+            a ``"results"`` object.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     loaded = []
+    seen: dict[Path, Path] = {}
     for path in map(Path, paths):
+        if path.resolve() in seen:
+            raise MatrixEvalError(f"{path} is given twice (also as {seen[path.resolve()]}); "
+                                  "pass each results file once, or its model would appear twice")
+        seen[path.resolve()] = path
         if path.is_dir():
             raise MatrixEvalError(f"{path} is a directory; pass the results JSON files inside it, e.g. {path}/*.json")
         try:
@@ -98,10 +105,12 @@ def fit_scaling(results: Sequence[dict], metric: str, x: str = "n_params",
 
 def fit_table(results: Sequence[dict], x: str = "n_params", metrics: str | Sequence[str] | None = None,
               layer: int | None = None) -> list[dict]:
-    """Rows ``{"metric", "task", "L0", "k", "alpha", "r2", "n", "note"}``, one per metric and task.
+    """Rows ``{"metric", "task", "L0", "L0_stderr", "k", "k_stderr", "alpha", "alpha_stderr", "r2", "n", "note"}``,
+    one per metric and task.
 
     ``metrics`` defaults to every metric declared in ``higher_is_better`` that the results contain. ``note``
-    is empty for a good fit, otherwise why it is ill-posed and how many models had no finite value.
+    is empty for a good fit, otherwise why it is ill-posed or means little (poor R², extreme or undetermined
+    parameters: :attr:`PowerLawFit.caution`) and how many models had no finite value.
     """
     if metrics is None:
         declared = {m for r in results for m in r.get("higher_is_better", {})}
@@ -116,25 +125,33 @@ def fit_table(results: Sequence[dict], x: str = "n_params", metrics: str | Seque
             raise MatrixEvalError(f"no results contain metric {metric!r}; pick one of: {available}")
         for task, (xs, ys, n_missing) in points.items():
             fit = fit_power_law(xs, ys)
-            notes = [fit.ill_posed] if fit.ill_posed else []
+            notes = [note for note in (fit.ill_posed, fit.caution) if note]
             if n_missing:
                 notes.append(f"{n_missing} model(s) without a finite value left out")
-            rows.append({"metric": metric, "task": task, "L0": fit.L0, "k": fit.k, "alpha": fit.alpha, "r2": fit.r2,
-                         "n": fit.n_points, "note": "; ".join(notes)})
+            rows.append({"metric": metric, "task": task, "L0": fit.L0, "L0_stderr": fit.L0_stderr, "k": fit.k,
+                         "k_stderr": fit.k_stderr, "alpha": fit.alpha, "alpha_stderr": fit.alpha_stderr,
+                         "r2": fit.r2, "n": fit.n_points, "note": "; ".join(notes)})
     return rows
 
 
-def rank_models(results: Sequence[dict], metric: str, task: str | None = None, layer: int | None = None,
-                higher_is_better: bool | None = None) -> list[dict]:
-    """Rank models by ``metric``, best first (rank 1), using the results' ``higher_is_better`` unless given.
+RANK_BY = ("mean", "mean_rank")
 
-    With ``task``: rows ``{"rank", "model", metric}``. Without: models are ranked within every task that all of
-    them have, and rows are ``{"rank", "model", "mean_rank", <task>: rank, ...}`` ordered by mean rank. Ties
-    share the average rank (scipy.stats.rankdata ``method="average"``).
+
+def rank_models(results: Sequence[dict], metric: str, task: str | None = None, layer: int | None = None,
+                higher_is_better: bool | None = None, by: str = "mean") -> list[dict]:
+    """Rank models by ``metric``, best first (rank 1), in the direction :func:`metric_direction` gives unless given.
+
+    With ``task``: rows ``{"rank", "model", metric}``. Without, over the tasks every model has a finite value for:
+    ``by="mean"`` (the Matrix Nuclear-Norm paper's Table 4, "Avg Score") ranks by the mean of the metric over those
+    tasks, rows ``{"rank", "model", "average", <task>: value, ...}``; ``by="mean_rank"`` ranks within every task and
+    then by the mean of those ranks, rows ``{"rank", "model", "mean_rank", <task>: rank, ...}``. Ties share the
+    average rank (scipy.stats.rankdata ``method="average"``).
     """
     from scipy.stats import rankdata
 
-    better_high = _higher_is_better(results, metric) if higher_is_better is None else higher_is_better
+    if by not in RANK_BY:
+        raise MatrixEvalError(f"unknown ranking {by!r}; use one of: {', '.join(RANK_BY)}")
+    better_high = metric_direction(results, metric) if higher_is_better is None else higher_is_better
     names = [model_name(r) for r in results]
     if task is not None:
         values = np.array([_value(r, task, metric, layer) for r in results], dtype=np.float64)
@@ -150,11 +167,18 @@ def rank_models(results: Sequence[dict], metric: str, task: str | None = None, l
     tasks = [t for t in _tasks(results) if all(math.isfinite(_value(r, t, metric, layer)) for r in results)]
     if not tasks:
         raise MatrixEvalError(f"no task has {metric!r} for every model; pass task=... to rank within one task")
-    per_task = {t: {row["model"]: row["rank"] for row in rank_models(results, metric, t, layer, better_high)}
-                for t in tasks}
-    rows = [{"model": n, "mean_rank": float(np.mean([per_task[t][n] for t in tasks])),
-             **{t: per_task[t][n] for t in tasks}} for n in names]
-    final = rankdata([row["mean_rank"] for row in rows], method="average")
+    if by == "mean":
+        values = {t: [_value(r, t, metric, layer) for r in results] for t in tasks}
+        average = np.mean([values[t] for t in tasks], axis=0)
+        rows = [{"model": n, "average": float(average[i]), **{t: values[t][i] for t in tasks}}
+                for i, n in enumerate(names)]
+        final = rankdata(-average if better_high else average, method="average")
+    else:
+        per_task = {t: {row["model"]: row["rank"] for row in rank_models(results, metric, t, layer, better_high)}
+                    for t in tasks}
+        rows = [{"model": n, "mean_rank": float(np.mean([per_task[t][n] for t in tasks])),
+                 **{t: per_task[t][n] for t in tasks}} for n in names]
+        final = rankdata([row["mean_rank"] for row in rows], method="average")
     rows = [{"rank": float(rk), **row} for rk, row in zip(final, rows)]
     return sorted(rows, key=lambda row: row["rank"])
 
@@ -273,11 +297,23 @@ def _points_by_task(results, metric, x, layer) -> dict[str, tuple[list, list, in
     return points
 
 
-def _higher_is_better(results: Sequence[dict], metric: str) -> bool:
+def metric_direction(results: Sequence[dict], metric: str) -> bool:
+    """Whether higher is better for ``metric``: matrixeval's own direction for the metrics it writes (so files
+    written before a direction was corrected rank right), else what the results declare in ``higher_is_better``.
+
+    Raises:
+        MatrixEvalError: when the results declare no direction, or disagree, for a metric matrixeval does not know.
+    """
+    from matrixeval.metric_info import direction
+
+    known = direction(metric)
+    if known is not None:
+        return known
     declared = {bool(r["higher_is_better"][metric]) for r in results if metric in r.get("higher_is_better", {})}
     if len(declared) != 1:
         problem = "declare no" if not declared else "disagree on"
         raise MatrixEvalError(
-            f"the results {problem} higher_is_better for {metric!r}; pass higher_is_better=True or False"
+            f"the results {problem} higher_is_better for {metric!r}; "
+            f"pass --higher_is_better {metric}=true|false (higher_is_better= in Python)"
         )
     return declared.pop()

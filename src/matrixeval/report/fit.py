@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
@@ -26,6 +26,11 @@ _MIN_POINTS = 4  # three parameters need at least four distinct x values to leav
 _N_STARTS = 3  # curve_fit is started from this many of the best initial guesses
 # Below this |alpha| * ln(max x / min x) the power term is a straight line in log x over the data: L0 and k trade off.
 _MIN_CURVATURE = 1e-2
+# A fit is flagged (PowerLawFit.caution), not refused, beyond these: scaling exponents of LM metrics are of order
+# 0.01-1, a k beyond 1e±30 only offsets an extreme alpha, and an R² below 0.9 leaves much of the trend unexplained.
+_POOR_R2 = 0.9
+_MAX_ABS_ALPHA = 2.0
+_MAX_ABS_LOG10_K = 30.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ class PowerLawFit:
         r2: coefficient of determination of the fit on the data, 1 - SSE/SST.
         n_points: how many (x, y) points were given.
         ill_posed: None for a real fit; otherwise a one-line reason, and L0/k/alpha/r2 may be NaN.
+        L0_stderr, k_stderr, alpha_stderr: standard errors from the fit's covariance (curve_fit's ``pcov``, scaled
+            by the residual variance), carried to the original units by the delta method; NaN when unavailable.
+        caution: None, or why a real fit means little: a poor R², an extreme alpha or k, or a parameter whose
+            standard error exceeds its value.
     """
 
     L0: float
@@ -47,6 +56,10 @@ class PowerLawFit:
     r2: float
     n_points: int
     ill_posed: str | None = None
+    L0_stderr: float = math.nan
+    k_stderr: float = math.nan
+    alpha_stderr: float = math.nan
+    caution: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -111,7 +124,42 @@ def fit_power_law(x, y) -> PowerLawFit:
         ill_posed = "the parameters are not identifiable from these points (covariance is infinite)"
     elif abs(alpha) * float(np.ptp(u)) < _MIN_CURVATURE:
         ill_posed = f"alpha={alpha:.2g} is ~0: the points follow a logarithm, so L0 and k are not separately determined"
-    return PowerLawFit(L0=L0, k=k, alpha=alpha, r2=r2, n_points=n, ill_posed=ill_posed)
+    se = _stderrs(pcov, s, alpha, k, x_ref)
+    fit = PowerLawFit(L0=L0, k=k, alpha=alpha, r2=r2, n_points=n, ill_posed=ill_posed,
+                      L0_stderr=se[0], k_stderr=se[1], alpha_stderr=se[2])
+    if ill_posed is None:
+        fit = replace(fit, caution=_caution(fit))
+    return fit
+
+
+def _stderrs(pcov, s: float, alpha: float, k: float, x_ref: float) -> tuple[float, float, float]:
+    """Standard errors of (L0, k, alpha) from the covariance of the well-conditioned (a, b, alpha), by the delta
+    method: L0 = m + s·a and k = s·b·x_ref^(-alpha), so dk/db = s·x_ref^(-alpha) and dk/dalpha = -k·ln(x_ref)."""
+    if pcov is None or not np.all(np.isfinite(pcov)):
+        return (math.nan, math.nan, math.nan)
+    pcov = np.asarray(pcov, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        grad_k = np.array([0.0, s * float(np.power(x_ref, -alpha)), -k * math.log(x_ref)])
+        var_k = float(grad_k @ pcov @ grad_k)
+    return (s * math.sqrt(max(pcov[0, 0], 0.0)), math.sqrt(max(var_k, 0.0)) if math.isfinite(var_k) else math.nan,
+            math.sqrt(max(pcov[2, 2], 0.0)))
+
+
+def _caution(fit: PowerLawFit) -> str | None:
+    """Why a converged fit means little, or None."""
+    notes = []
+    if fit.r2 < _POOR_R2:
+        notes.append(f"poor fit: R²={fit.r2:.2f}")
+    if abs(fit.alpha) > _MAX_ABS_ALPHA:
+        notes.append(f"extreme alpha={fit.alpha:.3g} (|alpha| > {_MAX_ABS_ALPHA:g})")
+    if fit.k == 0 or abs(math.log10(abs(fit.k))) > _MAX_ABS_LOG10_K:
+        notes.append(f"extreme k={fit.k:.3g}")
+    undetermined = [name for name, value, se in (("L0", fit.L0, fit.L0_stderr), ("k", fit.k, fit.k_stderr),
+                                                  ("alpha", fit.alpha, fit.alpha_stderr))
+                    if math.isfinite(se) and se > abs(value)]
+    if undetermined:
+        notes.append(f"{', '.join(undetermined)} not determined (standard error > |value|)")
+    return "; ".join(notes) or None
 
 
 def predict(fit: PowerLawFit, x):

@@ -51,7 +51,8 @@ def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str
         if fit.ok:
             grid = np.geomspace(xs.min(), xs.max(), 200)
             sign = "+" if fit.k >= 0 else "-"
-            label = f"{task} fit: ${fit.L0:.3g} {sign} {abs(fit.k):.3g}\\,x^{{{fit.alpha:.3g}}}$ ($R^2$={fit.r2:.3f})"
+            formula = f"{tex_number(fit.L0)} {sign} {tex_number(abs(fit.k))}\\,x^{{{tex_number(fit.alpha)}}}"
+            label = (f"{task} fit: ${formula}$ ($R^2$={fit.r2:.3f})" + (f"\n{_clip(fit.caution)}" if fit.caution else ""))
             handles += ax.plot(grid, predict(fit, grid), linestyle="--", color=color, label=label)
         else:
             label = f"{task} fit ill-posed: {_clip(fit.ill_posed)}"
@@ -141,10 +142,24 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def _direction(results: Sequence[dict], metric: str) -> str:
-    declared = {r.get("higher_is_better", {}).get(metric) for r in results} - {None}
+    from matrixeval.metric_info import direction
+
+    known = direction(metric)
+    declared = {known} if known is not None else {r.get("higher_is_better", {}).get(metric) for r in results} - {None}
     if len(declared) != 1:
         return ""
     return " (higher is better)" if declared.pop() else " (lower is better)"
+
+
+def tex_number(value: float) -> str:
+    """A number for a mathtext label: 3 significant digits, or ``m\\times10^{e}`` outside 1e-3..1e3
+    (``1e-172`` → ``1.00\\times10^{-172}``), never a bare ``1e-172`` inside an exponent."""
+    if value == 0 or 1e-3 <= abs(value) < 1e3:
+        text = f"{value:.3g}"
+        if "e" not in text:  # 999.7 rounds to 1e+03
+            return text
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa}\\times10^{{{int(exponent)}}}"
 
 
 def _finite(value) -> bool:

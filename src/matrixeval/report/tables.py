@@ -115,7 +115,8 @@ def _is_numeric_column(rows: Sequence[Mapping], column: str) -> bool:
 
 
 _SHOWN = ("matrix_entropy", "matrix_entropy_b", "matrix_entropy_c", "effective_rank", "nuclear_norm",
-          "nuclear_norm_exact", "diff_erank", "loss", "loss_token_weighted", "perplexity", "perplexity_token_weighted")
+          "nuclear_norm_exact", "diff_erank", "diff_erank_per_sample", "loss", "loss_token_weighted", "perplexity",
+          "perplexity_of_mean_loss", "perplexity_token_weighted")
 
 
 def results_rows(out: Mapping) -> list[dict]:
@@ -131,7 +132,7 @@ def results_rows(out: Mapping) -> list[dict]:
                 if metric not in merged:
                     continue
                 base = metric.split("_token_weighted")[0].removesuffix("_b").removesuffix("_c")
-                arrow = {True: "↑", False: "↓"}.get(hib.get(base), "")
+                arrow = {True: "↑", False: "↓"}.get(hib.get(metric, hib.get(base)), "")
                 rows.append({"task": task, "layer": int(layer), "metric": f"{metric} {arrow}".strip(),
                              "value": merged[metric], "stderr": merged.get(f"{metric}_stderr"),
                              "n": values["n_samples"]})
