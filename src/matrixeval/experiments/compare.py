@@ -15,8 +15,12 @@ Reads results JSON files written by `matrixeval run` or an experiment (one per m
   correlations  when the files hold "accuracy" (e.g. from `experiment benchmark`): Spearman and Kendall
                 correlation of each metric with accuracy across models, per task (spearman, spearman_p,
                 kendall, kendall_p, n models; "note" says when undefined)
-Files: STEM.md (every table), STEM.csv (the table), STEM_fit.csv, STEM_rank.csv, STEM_correlations.csv and
-STEM.json (all of them), STEM from --output (default results/compare_<timestamp>).
+  --by_layer    layer profiles overlaid: every per-layer metric (of --metrics) against relative depth
+                (layer / num_layers, so models of different depth line up), one line per model, 95% bands;
+                rows model, task, layer, relative_depth, <metric>, _stderr, _lo, _hi (the 95% interval), from
+                each file's by_layer (run with --layers all)
+Files: STEM.md (every table), STEM.csv (the table), STEM_fit.csv, STEM_rank.csv, STEM_correlations.csv,
+STEM_by_layer.csv and .png, and STEM.json (all of them), STEM from --output (default results/compare_<timestamp>).
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", default=None, metavar="METRIC", help="rank the models by this metric")
     parser.add_argument("--task", default=None, help="rank within this task (default: mean rank over shared tasks)")
     parser.add_argument("--layer", type=int, default=None, help="read metrics of this layer from by_layer")
+    parser.add_argument("--by_layer", action="store_true",
+                        help="overlay the models' layer profiles (metric vs relative depth): STEM_by_layer.png/.csv")
     parser.add_argument("--output", default=None, metavar="STEM", help="stem of the files written "
                                                                        "(default: results/compare_<timestamp>)")
 
@@ -58,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = compare(args.results, x=args.x, fit=args.fit, metrics=args.metrics, plot=args.plot,
                   plot_metric=args.plot_metric, rank=args.rank, task=args.task, layer=args.layer,
-                  output=args.output or _default_stem())
+                  output=args.output or _default_stem(), by_layer=args.by_layer)
     print(out["markdown"])
     print("\nwritten: " + ", ".join(out["outputs"].values()), file=sys.stderr)
     return 0
@@ -80,6 +86,7 @@ def compare(
     task: str | None = None,
     layer: int | None = None,
     output: str | Path | None = None,
+    by_layer: bool = False,
 ) -> dict[str, Any]:
     """Tables, fits, plot, ranking and correlations from results files (paths or loaded dicts).
 
@@ -118,6 +125,7 @@ def compare(
                          to_markdown(ranking)))
     if corr:
         sections.append(("Correlation with accuracy across models", to_markdown(corr)))
+    profiles, profile_metrics = _layer_profiles(loaded, metric_names) if by_layer else ([], [])
     markdown = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
 
     outputs: dict[str, str] = {}
@@ -133,16 +141,46 @@ def compare(
         Path(f"{stem}.md").write_text(markdown + "\n", encoding="utf-8")
         outputs["markdown"] = f"{stem}.md"
         outputs["csv"] = str(write_csv(f"{stem}.csv", table))
-        for name, rows in (("fit", fits), ("rank", ranking), ("correlations", corr)):
+        for name, rows in (("fit", fits), ("rank", ranking), ("correlations", corr), ("by_layer", profiles)):
             if rows:
                 outputs[name] = str(write_csv(f"{stem}_{name}.csv", rows))
+        if profiles:
+            outputs["by_layer_plot"] = str(_plot_profiles(loaded, profiles, profile_metrics, f"{stem}_by_layer.png"))
         body = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr,
                 "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "task": task, "layer": layer,
                            "files": [str(p) for p in paths]}}
         Path(f"{stem}.json").write_text(json.dumps(json_safe(body), indent=2, allow_nan=False), encoding="utf-8")
         outputs["json"] = f"{stem}.json"
-    return {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
-            "outputs": outputs}
+    out = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
+           "outputs": outputs}
+    if by_layer:
+        out["by_layer"] = profiles
+    return out
+
+
+def _layer_profiles(results: Sequence[dict], metric_names: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """Layer-profile rows of the per-layer metrics among the requested (or declared) ones, and those metrics."""
+    from ..report.compare import layer_profiles
+
+    rows = layer_profiles(results)
+    names = [m for m in metric_names if any(m in r for r in rows)]
+    if not names:
+        wanted = ", ".join(metric_names) or "none"
+        raise MatrixEvalError(f"none of the metrics ({wanted}) has per-layer values in the files' by_layer; "
+                              "--by_layer draws spectral metrics such as matrix_entropy")
+    return layer_profiles(results, names), names
+
+
+def _plot_profiles(results: Sequence[dict], rows: list[dict], metrics: Sequence[str], path: str) -> Path:
+    from ..report.plots import plot_layer_profiles
+
+    directions = {}
+    for m in metrics:
+        declared = {r.get("higher_is_better", {}).get(m) for r in results} - {None}
+        if len(declared) == 1:
+            directions[m] = declared.pop()
+    return plot_layer_profiles(rows, path, metrics=metrics, higher_is_better=directions,
+                               title="layer profiles (relative depth)")
 
 
 def _metrics(results: Sequence[dict], metrics: str | Sequence[str] | None, table: list[dict]) -> list[str]:
