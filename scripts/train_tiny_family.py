@@ -8,10 +8,12 @@ AdamW on random windows of the token stream, and saved as a Hugging Face checkpo
 steps (``<out>/<member>/checkpoint-<step>/``, with a ``trainer_state.json`` holding ``global_step``).
 
 Then, unless ``--no_eval``: ``matrixeval experiment checkpoints`` on every member (with the seeded random init
-as step 0), a plain ``matrixeval run`` of every member's last checkpoint, and ``matrixeval compare --fit
-powerlaw`` across the members; tables are printed and the files written under ``<out>/results``.
+as step 0), one picture of every member's metrics against step (``<out>/results/family_vs_step.png``), a plain
+``matrixeval run`` of every member's last checkpoint (copied to ``<out>/final/<member>``), and ``matrixeval
+compare --fit powerlaw`` across the members (``<out>/results/scaling_<metric>.png``); tables are printed and the
+files written under ``<out>/results``.
 
-    python scripts/train_tiny_family.py --out results/tiny_family     # ~5 min on 2 CPU cores
+    python scripts/train_tiny_family.py --out results/tiny_family     # ~6 min on 2 shared CPU cores
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -156,20 +159,36 @@ def evaluate_family(out: Path, family: dict[str, list[Path]], *, limit: int | No
     from matrixeval.experiments.compare import compare
     from matrixeval.report.tables import to_markdown
 
+    from matrixeval.report.plots import plot_metric_panels
+    from matrixeval.results import higher_is_better
+
     results = out / "results"
     task = str(out / "heldout.jsonl")
     common = dict(limit=limit, max_length=seq_len, seed=seed, output_path=results, batch_size=16)
     finals = []
+    panels: dict[str, dict[str, list]] = {}
+    shown = ("loss", "matrix_entropy", "effective_rank", "diff_erank")
     for name, folders in family.items():
         sweep = checkpoints_experiment(tasks=task, checkpoints=str(out / name / "checkpoint-*"), include_init=True,
                                        **common)
         print(f"\n## {name}: experiment checkpoints\n")
         print(to_markdown(sweep["table"]))
         print("written: " + ", ".join([sweep["outputs"]["json"], *sweep["outputs"]["plots"]]))
-        final = matrixeval.evaluate(f"pretrained={folders[-1]}", task,
+        for row in sweep["table"]:
+            for m in shown:
+                panels.setdefault(m, {}).setdefault(name, []).append((row["step"], row[m], None, None))
+        # The last checkpoint under the member's own name, so `compare` labels its points by member.
+        final_dir = out / "final" / name
+        if not final_dir.exists():
+            shutil.copytree(folders[-1], final_dir)
+        final = matrixeval.evaluate(f"pretrained={final_dir}", task,
                                     metrics="matrix_entropy,effective_rank,nuclear_norm,diff_erank,loss,perplexity",
                                     **common)
         finals.append(final["results_path"])
+    picture = plot_metric_panels(panels, results / "family_vs_step.png", xlabel="training step",
+                                 title="tiny GPT-2 family on held-out pydoc topics",
+                                 higher_is_better=higher_is_better(shown))
+    print(f"\nwritten: {picture}")
     for metric in ("matrix_entropy", "effective_rank", "diff_erank", "loss"):
         cmp = compare(finals, fit="powerlaw", metrics=metric, plot=results / f"scaling_{metric}.png",
                       output=results / f"compare_{metric}")
