@@ -4,6 +4,9 @@ the metrics, checked against a direct HF forward; plus how checkpoints are found
 import importlib.util
 import json
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import torch
 from matrixeval.cli import main
 from matrixeval.errors import MatrixEvalError
 from matrixeval.experiments.checkpoints import checkpoints_experiment, resolve_checkpoints, split_revisions
+from tests import faults
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, SAVE_EVERY, SEQ_LEN, LIMIT = 60, 20, 64, 12
@@ -111,15 +115,28 @@ def test_a_checkpoint_row_equals_a_plain_run_and_a_direct_forward(sweep, trained
 
 
 @pytest.mark.slow
-def test_a_partial_sweep_is_resumed_checkpoint_by_checkpoint(trained, tmp_path):
-    first = _sweep(trained, tmp_path, pattern="checkpoint-2*")  # checkpoint-20 and the init only
-    assert [s["step"] for s in first["sweep"]] == [0, 20]
-    full = _sweep(trained, tmp_path)
-    resumed = {k: v["n_resumed"] for k, v in full["results"].items()}
-    assert resumed == {"heldout/step0": LIMIT, "heldout/step20": LIMIT, "heldout/step40": 0, "heldout/step60": 0}
+def test_a_killed_sweep_resumes_at_the_checkpoint_and_sample_where_it_stopped(sweep, trained, tmp_path):
+    """SIGKILL the CLI once the first checkpoint and one batch of the second are durable, then run it again."""
+    argv = [sys.executable, "-m", "matrixeval", "experiment", "checkpoints", "--checkpoints",
+            str(trained["root"] / "checkpoint-*"), "--include_init", "--tasks", str(trained["task"]), "--max_length",
+            str(SEQ_LEN), "--batch_size", "4", "--output_path", str(tmp_path)]
+    proc = subprocess.Popen(argv, env=faults.env(delay=0.5), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while faults.stored_lines(tmp_path) < LIMIT + 4:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "no samples were stored in time"
+        time.sleep(0.05)
+    faults.kill_tree(proc.pid)
+    proc.wait()
+    assert not list(tmp_path.rglob("checkpoints_*.json")), "a killed sweep must not leave a results file"
+    resumed = _sweep(trained, tmp_path)
+    n_resumed = {k: v["n_resumed"] for k, v in resumed["results"].items()}
+    assert n_resumed["heldout/step20"] == LIMIT and n_resumed["heldout/step60"] == n_resumed["heldout/step0"] == 0
+    assert 4 <= n_resumed["heldout/step40"] < LIMIT  # mid-checkpoint: the stored batches, not more
+    assert resumed["table"] == sweep[0]["table"]  # identical to the uninterrupted sweep
     again = _sweep(trained, tmp_path)
     assert all(v["n_resumed"] == LIMIT for v in again["results"].values())
-    assert again["table"] == full["table"]  # stored samples give the same numbers as measured ones
 
 
 @pytest.mark.slow
