@@ -140,6 +140,18 @@ def test_a_killed_sweep_resumes_at_the_checkpoint_and_sample_where_it_stopped(sw
 
 
 @pytest.mark.slow
+def test_two_gloo_ranks_give_the_single_process_sweep(sweep, trained, tmp_path):
+    argv = [str(faults.VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "matrixeval", "experiment",
+            "checkpoints", "--checkpoints", str(trained["root"] / "checkpoint-*"), "--include_init", "--tasks",
+            str(trained["task"]), "--max_length", str(SEQ_LEN), "--batch_size", "4", "--output_path", str(tmp_path)]
+    proc = subprocess.run(argv, env=faults.env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two = json.loads(next(tmp_path.rglob("checkpoints_*.json")).read_text())
+    assert two["config"]["world_size"] == 2
+    assert two["table"] == json.loads(json.dumps(sweep[0]["table"]))
+
+
+@pytest.mark.slow
 def test_cli_layers_all_draws_one_line_per_layer(trained, tmp_path, capsys):
     argv = ["experiment", "checkpoints", "--checkpoints", str(trained["root"] / "checkpoint-*"), "--tasks",
             str(trained["task"]), "--layers", "all", "--metrics", "effective_rank,loss", "--max_length",
