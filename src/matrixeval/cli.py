@@ -105,6 +105,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     if out is not None:
         print(results_markdown(out))
         print(f"\nresults written to {out['results_path']}", file=sys.stderr)
+        if out.get("layers_plot"):
+            print(f"layer profiles drawn in {out['layers_plot']}", file=sys.stderr)
     return 0
 
 

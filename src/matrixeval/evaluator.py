@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,9 +10,12 @@ from typing import Any
 from .data import load_task, parse_task_specs
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
+from .metric_info import LM_HEAD
 from .session import DEFAULT_MAX_LENGTH, EMBEDDED_DEFAULT_METRICS, Session
 
 __all__ = ["DEFAULT_MAX_LENGTH", "EMBEDDED_DEFAULT_METRICS", "evaluate"]
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -39,7 +43,8 @@ def evaluate(
     files; None = the built-in offline task. Under torchrun / accelerate launch every rank takes part and
     rank 0 returns the results; other ranks return None. Finished samples are stored durably as they
     complete (under `store`, default OUTPUT/<model>/store), so re-running the same call resumes; with
-    output_path=None and no store nothing touches the disk.
+    output_path=None and no store nothing touches the disk. With two or more layers, ``<stem>_layers.png``
+    (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -55,5 +60,28 @@ def evaluate(
         if entry is not None:
             results[task.name] = entry
             per_sample[task.name] = records
-    return session.finish(results, per_sample=per_sample if log_samples else None,
-                          extra_config={"limit": limit, "tasks": [s.name for s in specs]})
+    out = session.finish(results, per_sample=per_sample if log_samples else None,
+                         extra_config={"limit": limit, "tasks": [s.name for s in specs]})
+    if out is not None and "results_path" in out and len(session.layers) > 1:
+        out["layers_plot"] = _layers_plot(out)
+    return out
+
+
+def _layers_plot(out: dict[str, Any]) -> str | None:
+    """Draw ``<stem>_layers.png`` next to the results JSON: each per-layer metric against relative depth."""
+    from .report.compare import layer_profiles
+    from .report.plots import plot_layer_profiles
+
+    path = out["results_path"]
+    target = f"{path[: -len('.json')]}_layers.png"
+    metrics = [m for m in out["config"]["metrics"] if m not in LM_HEAD]
+    if not metrics:
+        return None
+    try:
+        plot_layer_profiles(layer_profiles([out], metrics), target, metrics=metrics,
+                            higher_is_better=out["higher_is_better"],
+                            title=f"{out['config']['model_name'].split('__')[-1]}: layer profiles")
+    except MatrixEvalError as err:  # e.g. no finite value: the numbers are written already
+        logger.warning("no plot %s: %s", target, err)
+        return None
+    return target

@@ -21,6 +21,7 @@ EXPERIMENTS: dict[str, str] = {
     "benchmark": "matrixeval.experiments.benchmark",
     "responses": "matrixeval.experiments.responses",
     "multimodal": "matrixeval.experiments.multimodal",
+    "checkpoints": "matrixeval.experiments.checkpoints",
 }
 
 

@@ -22,8 +22,12 @@ Reads results JSON files written by `matrixeval run` or an experiment (one per m
   correlations  when the files hold "accuracy" (e.g. from `experiment benchmark`): Spearman and Kendall
                 correlation of each metric with accuracy across models, per task (spearman, spearman_p,
                 kendall, kendall_p, n models; "note" says when undefined)
-Files: STEM.md (every table), STEM.csv (the table), STEM_fit.csv, STEM_rank.csv, STEM_correlations.csv and
-STEM.json (all of them), STEM from --output (default results/compare_<timestamp>).
+  --by_layer    layer profiles overlaid: every per-layer metric (of --metrics) against relative depth
+                (layer / num_layers, so models of different depth line up), one line per model, 95% bands;
+                rows model, task, layer, relative_depth, <metric>, _stderr, _lo, _hi (the 95% interval), from
+                each file's by_layer (run with --layers all)
+Files: STEM.md (every table), STEM.csv (the table), STEM_fit.csv, STEM_rank.csv, STEM_correlations.csv,
+STEM_by_layer.csv and .png, and STEM.json (all of them), STEM from --output (default results/compare_<timestamp>).
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="direction of a metric for --rank (repeat or comma-separate; default: matrixeval's "
                              "own for its metrics, else the files' higher_is_better)")
     parser.add_argument("--layer", type=int, default=None, help="read metrics of this layer from by_layer")
+    parser.add_argument("--by_layer", action="store_true",
+                        help="overlay the models' layer profiles (metric vs relative depth): STEM_by_layer.png/.csv")
     parser.add_argument("--output", default=None, metavar="STEM", help="stem of the files written "
                                                                        "(default: results/compare_<timestamp>)")
 
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     out = compare(args.results, x=args.x, fit=args.fit, metrics=args.metrics, plot=args.plot,
                   plot_metric=args.plot_metric, rank=args.rank, task=args.task, layer=args.layer,
                   output=args.output or _default_stem(), rank_by=args.rank_by,
-                  higher_is_better=parse_directions(args.higher_is_better))
+                  higher_is_better=parse_directions(args.higher_is_better), by_layer=args.by_layer)
     print(out["markdown"])
     print("\nwritten: " + ", ".join(out["outputs"].values()), file=sys.stderr)
     return 0
@@ -100,6 +106,7 @@ def compare(
     output: str | Path | None = None,
     rank_by: str = "mean",
     higher_is_better: dict[str, bool] | None = None,
+    by_layer: bool = False,
 ) -> dict[str, Any]:
     """Tables, fits, plot, ranking and correlations from results files (paths or loaded dicts).
 
@@ -140,6 +147,7 @@ def compare(
                          to_markdown(ranking)))
     if corr:
         sections.append(("Correlation with accuracy across models", to_markdown(corr)))
+    profiles, profile_metrics = _layer_profiles(loaded, metric_names) if by_layer else ([], [])
     markdown = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
 
     outputs: dict[str, str] = {}
@@ -156,17 +164,51 @@ def compare(
         Path(f"{stem}.md").write_text(markdown + "\n", encoding="utf-8")
         outputs["markdown"] = f"{stem}.md"
         outputs["csv"] = str(write_csv(f"{stem}.csv", table))
-        for name, rows in (("fit", fits), ("rank", ranking), ("correlations", corr)):
+        for name, rows in (("fit", fits), ("rank", ranking), ("correlations", corr), ("by_layer", profiles)):
             if rows:
                 outputs[name] = str(write_csv(f"{stem}_{name}.csv", rows))
+        if profiles:
+            outputs["by_layer_plot"] = str(_plot_profiles(loaded, profiles, profile_metrics, f"{stem}_by_layer.png",
+                                                        higher_is_better or {}))
         body = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr,
                 "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "rank_by": rank_by,
                            "higher_is_better": higher_is_better or {}, "task": task, "layer": layer,
                            "files": [str(p) for p in paths]}}
         Path(f"{stem}.json").write_text(json.dumps(json_safe(body), indent=2, allow_nan=False), encoding="utf-8")
         outputs["json"] = f"{stem}.json"
-    return {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
-            "outputs": outputs}
+    out = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
+           "outputs": outputs}
+    if by_layer:
+        out["by_layer"] = profiles
+    return out
+
+
+def _layer_profiles(results: Sequence[dict], metric_names: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """Layer-profile rows of the per-layer metrics among the requested (or declared) ones, and those metrics."""
+    from ..report.compare import layer_profiles
+
+    rows = layer_profiles(results)
+    names = [m for m in metric_names if any(m in r for r in rows)]
+    if not names:
+        wanted = ", ".join(metric_names) or "none"
+        raise MatrixEvalError(f"none of the metrics ({wanted}) has per-layer values in the files' by_layer; "
+                              "--by_layer draws spectral metrics such as matrix_entropy")
+    return layer_profiles(results, names), names
+
+
+def _plot_profiles(results: Sequence[dict], rows: list[dict], metrics: Sequence[str], path: str,
+                   overrides: dict[str, bool]) -> Path:
+    from ..report.compare import metric_direction
+    from ..report.plots import plot_layer_profiles
+
+    directions = {}
+    for m in metrics:
+        try:
+            directions[m] = overrides[m] if m in overrides else metric_direction(results, m)
+        except MatrixEvalError:
+            pass  # an undeclared direction only loses its arrow on the axis label
+    return plot_layer_profiles(rows, path, metrics=metrics, higher_is_better=directions,
+                               title="layer profiles (relative depth)")
 
 
 def parse_directions(specs: Sequence[str] | None) -> dict[str, bool]:

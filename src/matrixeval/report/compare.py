@@ -23,6 +23,7 @@ __all__ = [
     "correlations",
     "fit_scaling",
     "fit_table",
+    "layer_profiles",
     "load_results",
     "metric_direction",
     "model_name",
@@ -317,3 +318,37 @@ def metric_direction(results: Sequence[dict], metric: str) -> bool:
             f"pass --higher_is_better {metric}=true|false (higher_is_better= in Python)"
         )
     return declared.pop()
+
+
+def layer_profiles(results: Sequence[dict], metrics: Sequence[str] | None = None) -> list[dict]:
+    """One row per model × task × layer: ``{"model", "task", "layer", "relative_depth", <metric>,
+    <metric>_stderr, <metric>_lo, <metric>_hi, ...}`` from each task's ``by_layer``.
+
+    ``relative_depth`` = layer / ``config.num_layers`` (Hugging Face numbering: 0 = embeddings, 1 = the last
+    layer's output), so models of different depth line up. ``metrics`` defaults to every metric the by_layer
+    entries hold (per-layer metrics only; loss has no layer); ``_lo``/``_hi`` are the 95% interval.
+    """
+    rows = []
+    for result in results:
+        depth = result.get("config", {}).get("num_layers")
+        if not isinstance(depth, int) or depth < 1:
+            raise MatrixEvalError(f"results for {model_name(result)} have no config.num_layers (got {depth!r}); "
+                                  "pass results files written by matrixeval run")
+        for task in sorted(result["results"]):
+            by_layer = result["results"][task].get("by_layer") or {}
+            for layer in sorted(by_layer, key=int):
+                entry = by_layer[layer]
+                row = {"model": model_name(result), "task": task, "layer": int(layer),
+                       "relative_depth": int(layer) / depth}
+                names = metrics if metrics is not None else [k for k in entry if f"{k}_stderr" in entry]
+                for m in names:
+                    if m not in entry:
+                        continue
+                    row[m] = entry[m]
+                    row[f"{m}_stderr"] = entry.get(f"{m}_stderr")
+                    ci = entry.get(f"{m}_ci95") or (None, None)
+                    row[f"{m}_lo"], row[f"{m}_hi"] = ci
+                rows.append(row)
+    if not rows:
+        raise MatrixEvalError("no results have by_layer values; run with --layers all (or several layers)")
+    return rows

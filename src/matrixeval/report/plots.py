@@ -1,4 +1,5 @@
-"""Figures for reports: scaling with model size, a metric against a numeric x, grouped bars.
+"""Figures for reports: scaling with model size, a metric against a numeric x, grouped bars, and panels of
+several metrics against one x (relative depth, training step) with 95% bands.
 
 matplotlib is imported inside each function (``import matrixeval.report`` stays cheap) and figures are drawn
 on an Agg canvas without pyplot, so no global backend is switched and nothing needs a display. Every function
@@ -17,7 +18,10 @@ from matrixeval.errors import MatrixEvalError
 from matrixeval.report.compare import compare_table
 from matrixeval.report.fit import PowerLawFit, predict
 
-__all__ = ["plot_bars", "plot_scaling", "plot_series"]
+__all__ = ["metric_axis_label", "plot_bars", "plot_layer_profiles", "plot_metric_panels", "plot_scaling", "plot_series", "step_scale"]
+
+# One point of a line in plot_metric_panels: x, value, and the 95% interval (None where there is none).
+Point = tuple[float, float, "float | None", "float | None"]
 
 
 def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str, PowerLawFit] | None,
@@ -121,6 +125,97 @@ def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, yl
     ax.set_title(title)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(categories), fontsize=8)
     return _save(fig, path)
+
+
+def metric_axis_label(metric: str, higher_is_better: bool | None) -> str:
+    """``"effective_rank ↓ (lower is better)"``; the direction comes from the caller (the results' registry)."""
+    if higher_is_better is None:
+        return metric
+    return f"{metric} {'↑ (higher' if higher_is_better else '↓ (lower'} is better)"
+
+
+def step_scale(steps: Sequence[float]) -> tuple[str, float | None]:
+    """``("symlog", smallest positive step)`` when the steps span two decades or more (so step 0 still shows,
+    on a linear stretch below the first positive step), else ``("linear", None)``."""
+    positive = [s for s in steps if s > 0]
+    if len(positive) >= 2 and max(positive) / min(positive) >= 100:
+        return "symlog", float(min(positive))
+    return "linear", None
+
+
+def plot_metric_panels(panels: Mapping[str, Mapping[str, Sequence[Point]]], path: str | Path, *, xlabel: str,
+                       title: str, higher_is_better: Mapping[str, bool] | None = None, xscale: str = "linear",
+                       linthresh: float | None = None) -> Path:
+    """One panel per metric (``{metric: {line label: [(x, y, lo, hi), ...]}}``), one line with markers per label
+    and its 95% interval as a shaded band; the y label says which direction is better (``higher_is_better``).
+    ``xscale`` "symlog" with ``linthresh`` (see :func:`step_scale`) shows a step 0 beside steps that span decades.
+    Lines keep the same colour across panels; one legend below all panels."""
+    panels = {m: lines for m, lines in panels.items() if any(_finite(p[1]) for pts in lines.values() for p in pts)}
+    if not panels:
+        raise MatrixEvalError("plot_metric_panels got no finite values; pass {metric: {label: [(x, y, lo, hi)]}}")
+    labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    n = len(panels)
+    cols = 1 if n == 1 else 2
+    rows = math.ceil(n / cols)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * cols, 3.4 * rows + 0.6 + 0.2 * math.ceil(len(labels) / 3)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (metric, lines) in zip(axes, panels.items()):
+        ax.grid(True, which="both", alpha=0.3)
+        for label, points in lines.items():
+            pts = sorted((p for p in points if _finite(p[1])), key=lambda p: p[0])
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            ax.plot(xs, [p[1] for p in pts], marker="o", markersize=3.5, color=colors[label], label=label)
+            band = [(p[0], p[2], p[3]) for p in pts if _finite(p[2]) and _finite(p[3])]
+            if len(band) >= 2:
+                ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                                color=colors[label], alpha=0.2, linewidth=0)
+        if xscale == "symlog":
+            ax.set_xscale("symlog", linthresh=linthresh or 1.0)
+        elif xscale != "linear":
+            ax.set_xscale(xscale)
+        ax.set_ylabel(metric_axis_label(metric, (higher_is_better or {}).get(metric)), fontsize=9)
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.set_visible(False)
+        elif i >= n - cols:  # the lowest panel of each column
+            ax.set_xlabel(xlabel)
+    fig.suptitle(title)
+    handles = {}
+    for ax in axes[:n]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(3, len(handles)),
+               fontsize=8, title=None)
+    return _save(fig, path)
+
+
+def plot_layer_profiles(rows: Sequence[Mapping], path: str | Path, *, metrics: Sequence[str],
+                        higher_is_better: Mapping[str, bool] | None = None, title: str = "layer profiles") -> Path:
+    """Each metric against relative depth, from :func:`matrixeval.report.compare.layer_profiles` rows: one line
+    per task (per model when several models are in the rows, "model / task" when both vary), 95% band."""
+    several_models = len({r["model"] for r in rows}) > 1
+    several_tasks = len({r["task"] for r in rows}) > 1
+
+    def label(r: Mapping) -> str:
+        if several_models and several_tasks:
+            return f"{_short(r['model'])} / {r['task']}"
+        return _short(r["model"]) if several_models else r["task"]
+
+    panels: dict[str, dict[str, list]] = {}
+    for m in metrics:
+        for r in rows:
+            if m in r:
+                panels.setdefault(m, {}).setdefault(label(r), []).append(
+                    (r["relative_depth"], r[m], r.get(f"{m}_lo"), r.get(f"{m}_hi")))
+    return plot_metric_panels(panels, path, xlabel="relative depth (layer / num_layers; 0 = embeddings)",
+                              title=title, higher_is_better=higher_is_better)
 
 
 def _figure(width: float = 6.4, height: float = 4.8):
