@@ -2,7 +2,7 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples). :func:`finish` writes ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through
+on_error, log_samples, sample_size, sample_seed). :func:`finish` writes ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through
 ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
@@ -64,6 +64,8 @@ class Options:
     exclude_bos: bool = False
     on_error: str = "fail"
     log_samples: bool = False
+    sample_size: int | None = None
+    sample_seed: int | None = None
 
 
 _NAMES = tuple(f.name for f in fields(Options))
@@ -109,7 +111,8 @@ def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str
     """Load every task named in `tasks` (default `default`); `limit` overrides the options' limit."""
     specs = parse_task_specs(tasks if tasks else default)
     lim = opts.limit if limit == "options" else limit
-    return [load_task(s, text_field=opts.text_field, limit=lim, seed=opts.seed, on_error=opts.on_error) for s in specs]
+    return [load_task(s, text_field=opts.text_field, limit=lim, sample_size=opts.sample_size,
+                      sample_seed=opts.sample_seed, on_error=opts.on_error) for s in specs]
 
 
 def question_answer(task: Task, doc) -> tuple[str, str] | None:
@@ -183,7 +186,8 @@ def finish(
     None on ranks other than 0.
     """
     out = session.finish(results, per_sample=per_sample if opts.log_samples else None, prefix=experiment,
-                         extra_config={"experiment": experiment, "limit": opts.limit, **(extra_config or {})},
+                         extra_config={"experiment": experiment, "limit": opts.limit, "sample_size": opts.sample_size,
+                                       "sample_seed": opts.sample_seed, **(extra_config or {})},
                          higher_is_better=higher_is_better, table=table, **sections)
     if out is None or "results_path" not in out:
         return out
