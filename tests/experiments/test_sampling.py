@@ -89,6 +89,7 @@ def test_cli_and_sizes_beyond_the_data_are_capped(gpt2_path, tiny_corpus, tmp_pa
     assert "matrix_entropy_std" in captured.out
     data = json.loads(next(tmp_path.rglob("sampling_*.json")).read_text())
     assert [r["size"] for r in data["table"]] == [3, 6, 20]
+    assert [r["n_seeds"] for r in data["table"]] == [2, 2, 1]
     assert data["capped"] == {"tiny": {"50": 20}}
     assert main(argv[:-2] + ["--sample_size", "5", "--output_path", str(tmp_path)]) == 2
     assert "drop --sample_size" in capsys.readouterr().err
@@ -100,12 +101,13 @@ def test_cli_subprocess_default_sizes_capped_to_the_limit(tmp_path):
             "--n_seeds", "2", "--metrics", "matrix_entropy", "--output_path", str(tmp_path)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "subset size 100 exceeds its corpus of 12 records; using 12" in done.stderr
+    assert "subset size 100 exceeds its corpus of 12 records; using 12 (the whole corpus, one subset)" in done.stderr
     data = json.loads(next(tmp_path.rglob("sampling_*.json")).read_text())
     assert [r["size"] for r in data["table"]] == [4, 10, 12]
     assert data["capped"] == {"pydoc_topics": {"100": 12}}
     whole = [s for s in data["subsets"]["pydoc_topics"] if s["size"] == 12]
-    assert all(s["doc_ids"] == list(range(12)) for s in whole)
+    assert [s["doc_ids"] for s in whole] == [list(range(12))]  # the whole corpus, drawn once
+    assert data["table"][-1]["n_seeds"] == 1 and data["table"][-1]["matrix_entropy_std"] is None
 
 
 def test_hub_corpus_is_the_whole_split_not_the_recipes_sample(gpt2_path, monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ random.Random(f"{sample_seed}:{S}:{i}").sample(range(n_records), S), with --samp
 separate from --seed), so subsets of different sizes or indices are independent draws, not sub-subsets of one
 pool. A drawn record without usable text (e.g. empty) is dropped from its subset and counted (n_samples_min
 shows it). Sizes above the corpus are capped to the corpus (a warning says so; the JSON's "capped" section
-records it). The union of all subsets is measured once, through the engine like `run` (task "<task>",
+records it), and a subset of the whole corpus is drawn once. The union of all subsets is measured once, through the engine like `run` (task "<task>",
 stored, resumable, data-parallel), and each subset's values are aggregated from its documents' per-sample
 records with the same function a run uses (matrixeval.results.task_results): exactly the numbers a run over
 only that subset would report. Default --tasks: pydoc_topics (built in, 555 documents).
@@ -156,15 +156,16 @@ def sampling_experiment(
 
 
 def _capped(plan: list[tuple[int, int]], n_records: int, task: str, capped: dict) -> list[tuple[int, int]]:
-    """The plan with sizes above the corpus capped to it (merged when several cap to the same), noted in `capped`."""
+    """The plan with sizes above the corpus capped to it, noted in `capped`; a subset of the whole corpus is drawn
+    once (every draw would be the same documents)."""
     out: dict[int, int] = {}
     for size, count in plan:
         if size > n_records:
             capped.setdefault(task, {})[str(size)] = n_records
-            logger.warning("task %s: subset size %d exceeds its corpus of %d records; using %d (every such subset is "
-                           "the whole corpus)", task, size, n_records, n_records)
+            logger.warning("task %s: subset size %d exceeds its corpus of %d records; using %d (the whole corpus, one "
+                           "subset)", task, size, n_records, n_records)
             size = n_records
-        out[size] = max(out.get(size, 0), count)
+        out[size] = 1 if size == n_records else max(out.get(size, 0), count)
     return sorted(out.items())
 
 
