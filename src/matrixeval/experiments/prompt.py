@@ -148,7 +148,7 @@ def prompt_experiment(
     plots = {
         ("" if i == 0 else m): common.delta_plotter(rows, per_sample, m, "prompt", base=NO_PROMPT, average="average",
                                                     session=session, seed=opts.seed,
-                                                    title=f"{model}: {m} on the QA tokens, Δ of each prompt vs none")
+                                                    title=f"{model}: {m} on the QA tokens, Δ per prompt")
         for i, m in enumerate(session.metrics)
     }
     return common.finish(session, "prompt", results, rows, opts=opts, per_sample=per_sample,

@@ -139,7 +139,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, yl
     if error_label:
         import textwrap
 
-        ax.set_xlabel(textwrap.fill(error_label, 110), fontsize=7)
+        ax.set_xlabel(textwrap.fill(error_label, 95), fontsize=7)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(categories), fontsize=8)
     return _save(fig, path)
 
