@@ -107,3 +107,18 @@ def test_delta_plot_draws_the_table_deltas_and_the_paired_intervals(gpt2_path, s
         assert min(diffs) <= low <= statistics.fmean(diffs) <= high <= max(diffs)
         se = statistics.stdev(diffs) / math.sqrt(len(diffs))
         assert high - low == pytest.approx(2 * 1.96 * se, rel=0.5)
+
+
+def test_the_same_delta_drawer_serves_prompt(gpt2_path, tiny_corpus, tmp_path, monkeypatch):
+    from matrixeval.experiments.prompt import prompt_experiment
+    from matrixeval.report import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_bars", lambda groups, path, **kw: drawn.update(groups=groups, **kw) or path)
+    out = prompt_experiment(f"pretrained={gpt2_path}", str(tiny_corpus), prompts={"p1": "Be brief.", "p2": "Be kind."},
+                            metrics="matrix_entropy", limit=6, output_path=tmp_path)
+    rows = {r["prompt"]: r for r in out["table"]}
+    assert drawn["groups"] == {"tiny": {p: rows[p]["matrix_entropy_delta"] for p in ("p1", "p2", "average")}}
+    assert drawn["zero_line"] and "95% bootstrap interval" in drawn["error_label"] and "none = tiny" in drawn["error_label"]
+    low, high = drawn["errors"]["tiny"]["average"]
+    assert low <= rows["average"]["matrix_entropy_delta"] <= high

@@ -47,7 +47,7 @@ RECIPES = (
     # code/compute_entropy_time.py): random.seed(123); random.sample(range(len(split)), 10000) over the split.
     TaskRecipe(
         name="wikipedia_reference",
-        description="Wikipedia as the papers' code: HF `wikipedia` 20220301.en train, random.seed(123) sample of 10,000",
+        description="Wikipedia as the papers' code: HF wikipedia 20220301.en, random.seed(123) sample of 10,000",
         fields=("text",),
         to_text=f.field_text("text"),
         hf_path="wikipedia",
@@ -57,7 +57,7 @@ RECIPES = (
     ),
     TaskRecipe(
         name="openwebtext2_reference",
-        description="OpenWebText2 as the papers' code: suolyer/pile_openwebtext2 validation, random.seed(123) sample of 10,000",
+        description="OpenWebText2 as the papers' code: pile_openwebtext2 validation, random.seed(123) sample of 10,000",
         fields=("text",),
         to_text=f.field_text("text"),
         hf_path="suolyer/pile_openwebtext2",

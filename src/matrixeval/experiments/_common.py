@@ -2,8 +2,8 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples, sample_size, sample_seed). :func:`finish` writes ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through
-``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
+on_error, log_samples, sample_size, sample_seed). :func:`finish` writes
+``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
 from __future__ import annotations
@@ -285,7 +285,8 @@ def delta_plotter(rows: Sequence[Mapping[str, Any]], per_sample: Mapping[str, Se
         n = f"{min(sizes)}" if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}" if sizes else "0"
         label = (f"Bars: Δ = value − value of {base!r} (data-set values). Error bars: 95% bootstrap interval "
                  f"(1000 resamples) of the mean per-document Δ, paired over the same {n} documents"
-                 if errors else f"Bars: Δ = value − value of {base!r}. No error bars: {metric} is not a mean over samples")
+                 if errors else
+                 f"Bars: Δ = value − value of {base!r}. No error bars: {metric} is not a mean over samples")
         label += f". {base} = " + "; ".join(bases) + " (± stderr)." if bases else "."
         plot_bars(groups, path, ylabel=f"Δ {metric_label(metric)}", title=title, errors=errors or None,
                   error_label=label, zero_line=True)

@@ -4,14 +4,15 @@ Table 5: 10,000-document subsets under three seeds, and subsets of 15,000 and 20
 Every subset is drawn FRESH from the whole corpus of its task: all records of the hub split (the recipe's own
 10,000-record sample is not applied), of the local file, or of the built-in data; with --limit N the corpus is
 the records up to the N-th usable document. Subset i of size S is
-random.Random(f"{sample_seed}:{S}:{i}").sample(range(n_records), S), with --sample_seed (default 1234,
-separate from --seed), so subsets of different sizes or indices are independent draws, not sub-subsets of one
-pool. A drawn record without usable text (e.g. empty) is dropped from its subset and counted (n_samples_min
-shows it). Sizes above the corpus are capped to the corpus (a warning says so; the JSON's "capped" section
-records it), and a subset of the whole corpus is drawn once. The union of all subsets is measured once, through the engine like `run` (task "<task>",
-stored, resumable, data-parallel), and each subset's values are aggregated from its documents' per-sample
-records with the same function a run uses (matrixeval.results.task_results): exactly the numbers a run over
-only that subset would report. Default --tasks: pydoc_topics (built in, 555 documents).
+random.Random(f"{sample_seed}:{S}:{i}").sample(range(n_records), S), with --sample_seed (default 1234, or 123
+for the _reference recipes; separate from --seed), so subsets of different sizes or indices are independent
+draws, not sub-subsets of one pool. A drawn record without usable text (e.g. empty) is dropped from its subset
+(n_samples_min shows it). Sizes above the corpus are capped to the corpus (a warning says so; the JSON's
+"capped" section records it), and a subset of the whole corpus is drawn once. --sample_size does not apply
+(an error). The union of all subsets is measured once, through the engine like `run` (task "<task>", stored,
+resumable, data-parallel), and each subset's values are aggregated from its documents' per-sample records
+with the same function a run uses (matrixeval.results.task_results): exactly the numbers a run over only
+that subset would report. Default --tasks: pydoc_topics (built in, 555 documents).
 
 --sizes takes SIZE or SIZE:N (N subsets of that size; --n_seeds otherwise), e.g. the papers' protocol:
   --tasks wikipedia --sizes 10000:3,15000:1,20000:1
@@ -83,7 +84,8 @@ def parse_sizes(sizes: str | Sequence, n_seeds: int) -> list[tuple[int, int]]:
         if pair[0] < 1 or pair[1] < 1:
             raise MatrixEvalError(f"sizes must be SIZE or SIZE:N with positive integers, got {item!r}")
         if pair[0] in out:
-            raise MatrixEvalError(f"size {pair[0]} is given twice in --sizes; give each size once (SIZE:N for N subsets)")
+            raise MatrixEvalError(f"size {pair[0]} is given twice in --sizes; give each size once "
+                                  "(SIZE:N for N subsets)")
         out[pair[0]] = pair[1]
     return sorted(out.items())
 
@@ -108,24 +110,26 @@ def sampling_experiment(
     if opts.sample_size is not None:
         raise MatrixEvalError("experiment sampling draws its own subsets (--sizes) from the whole corpus; "
                               "drop --sample_size")
-    seed = DEFAULT_SAMPLE_SEED if opts.sample_seed is None else opts.sample_seed
     # Data first (a bad file or a missing hub data set fails before a large model loads), and every draw too.
     specs = parse_task_specs(tasks if tasks else DEFAULT_TASK)
-    prepared, capped = [], {}
+    prepared, capped, seeds = [], {}, {}
     for spec in specs:
         corpus = open_corpus(spec, text_field=opts.text_field, limit=opts.limit, on_error=opts.on_error)
+        seed = _seed(opts.sample_seed, corpus)
+        seeds[spec.name] = seed
         task_plan = _capped(plan, len(corpus), spec.name, capped)
         draws = [(size, i, draw_subset(len(corpus), size, seed, i)) for size, count in task_plan for i in range(count)]
         union = corpus.take(j for *_, chosen in draws for j in chosen)
         if not union.documents:
-            raise MatrixEvalError(f"no drawn record of task {spec.name!r} has usable text; check the data or --text_field")
-        prepared.append((union, len(corpus), draws))
+            raise MatrixEvalError(f"no drawn record of task {spec.name!r} has usable text; "
+                                  "check the data or --text_field")
+        prepared.append((union, len(corpus), draws, seed))
     session = common.open_session(model_args, metrics, opts)
     results: dict[str, Any] = {}
     per_sample: dict[str, list] = {}
     subsets: dict[str, list[dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
-    for task, n_corpus, draws in prepared:
+    for task, n_corpus, draws, seed in prepared:
         entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source)
         if entry is None:
             continue
@@ -150,9 +154,17 @@ def sampling_experiment(
     plots = {("" if i == 0 else m): _plotter(rows, m, model) for i, m in enumerate(session.metrics)}
     return common.finish(session, "sampling", results, rows, opts=opts, per_sample=per_sample,
                          extra_config={"sizes": [list(p) for p in plan], "n_seeds": n_seeds, "tasks": tasks,
-                                       "sample_seed_used": seed},
+                                       "sample_seeds": seeds},
                          plots=plots, subsets=subsets, capped=capped,
-                         corpus={task.name: n for task, n, _ in prepared})
+                         corpus={task.name: n for task, n, *_ in prepared})
+
+
+def _seed(sample_seed: int | None, corpus) -> int:
+    """--sample_seed, else the recipe's own (123 for the _reference variants), else DEFAULT_SAMPLE_SEED."""
+    if sample_seed is not None:
+        return sample_seed
+    own = corpus.recipe.sample_seed if corpus.recipe is not None else None
+    return DEFAULT_SAMPLE_SEED if own is None else own
 
 
 def _capped(plan: list[tuple[int, int]], n_records: int, task: str, capped: dict) -> list[tuple[int, int]]:

@@ -100,7 +100,8 @@ def sentence_ops_experiment(
     model = common.short_name(session.lm.name)
     plots = {
         ("" if i == 0 else m): common.delta_plotter(rows, per_sample, m, "op", base="base", session=session,
-                                                    seed=opts.seed, title=f"{model}: {m}, Δ of each sentence operation")
+                                                    seed=opts.seed,
+                                                    title=f"{model}: {m}, Δ of each sentence operation")
         for i, m in enumerate(session.metrics)
     }
     return common.finish(session, "sentence-ops", results, rows, opts=opts, per_sample=per_sample,
@@ -108,7 +109,9 @@ def sentence_ops_experiment(
                          plots=plots, documents=documents)
 
 
-def _with_deltas(rows: list[dict[str, Any]], per_sample: Mapping[str, list], session, seed: int) -> list[dict[str, Any]]:
+def _with_deltas(rows: list[dict[str, Any]], per_sample: Mapping[str, list], session,
+                 seed: int) -> list[dict[str, Any]]:
+    """Add Δ against base and its paired standard error (the per-document differences) to each row."""
     base = next((r for r in rows if r["op"] == "base"), None)
     if base is None:
         return rows
