@@ -169,3 +169,24 @@ def test_open_corpus_reads_every_record_and_takes_only_the_drawn(fake_hub, tmp_p
     limited = open_corpus(TaskSpec("d", str(path)), limit=5)  # records up to the 5th usable document
     assert len(limited) == 7
     assert [d.doc_id for d in limited.take(range(7)).documents] == [0, 2, 3, 5, 6]
+
+
+def test_cli_sample_flags_reach_the_draw_and_the_config(fake_hub, tiny_root, tmp_path):
+    import json
+
+    from matrixeval.cli import main
+    from tests.tiny_models import TINY_TEXTS, make_tiny_causal_lm
+
+    gpt2 = make_tiny_causal_lm(tiny_root, "gpt2")
+    fake_hub([{"text": TINY_TEXTS[i % len(TINY_TEXTS)] + f" {i}"} for i in range(40)])
+    argv = ["run", "--model_args", f"pretrained={gpt2}", "--tasks", "wikipedia", "--sample_size", "6",
+            "--sample_seed", "5", "--metrics", "matrix_entropy", "--log_samples"]
+    assert main(argv + ["--seed", "1", "--output_path", str(tmp_path / "a")]) == 0
+    assert main(argv + ["--seed", "2", "--output_path", str(tmp_path / "b")]) == 0
+    ids = []
+    for run in ("a", "b"):
+        config = json.loads(next((tmp_path / run).rglob("results_*.json")).read_text())["config"]
+        assert config["samples"] == {"wikipedia": [6, 5]}
+        lines = next((tmp_path / run).rglob("samples_wikipedia_*.jsonl")).read_text().splitlines()
+        ids.append(sorted(json.loads(line)["doc_id"] for line in lines))
+    assert ids[0] == ids[1] == sorted(_reference_indices(40, 6, 5))  # --seed does not move the sample
