@@ -37,7 +37,13 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch_size", type=_batch_size, default=8, help="samples per forward pass, or auto (halve on out-of-memory)")
     p.add_argument("--max_length", type=_positive_int, default=2048, help="truncate texts to this many tokens (and the model's limit)")
     p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N documents of each task")
-    p.add_argument("--seed", type=int, default=1234, help="seed for sampling, bootstrap intervals and random inits")
+    p.add_argument("--seed", type=int, default=1234, help="seed for bootstrap intervals, shuffles and random inits (default: 1234)")
+    p.add_argument("--sample_size", type=_positive_int, default=None,
+                   help="records drawn by the recipes that sample (wikipedia, openwebtext2 and their _reference "
+                        "variants; default: 10000); other tasks ignore it")
+    p.add_argument("--sample_seed", type=int, default=None,
+                   help="seed of that draw, separate from --seed (default: 1234; 123 for the _reference variants, "
+                        "as the papers' code)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--output_path", default="results", help="directory for results_<timestamp>.json (default: results)")
     p.add_argument("--store", default=None, help="directory for the per-sample store (default: OUTPUT/<model>/store); "
@@ -100,7 +106,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, metrics=a.metrics, layers=a.layers,
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
-        store=a.store,
+        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed,
     )
     if out is not None:
         print(results_markdown(out))

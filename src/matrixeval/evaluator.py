@@ -35,6 +35,8 @@ def evaluate(
     exclude_bos: bool = False,
     on_error: str = "fail",
     store: str | os.PathLike | None = None,
+    sample_size: int | None = None,
+    sample_seed: int | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -45,12 +47,15 @@ def evaluate(
     complete (under `store`, default OUTPUT/<model>/store), so re-running the same call resumes; with
     output_path=None and no store nothing touches the disk. With two or more layers, ``<stem>_layers.png``
     (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
+    `sample_size`/`sample_seed` set the random draw of the recipes that sample (default 10,000 records, seed
+    1234 or the recipe's own), independent of `seed`.
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     specs = parse_task_specs(tasks if tasks else DEFAULT_TASK)
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
-    loaded = [load_task(spec, text_field=text_field, limit=limit, seed=seed, on_error=on_error) for spec in specs]
+    loaded = [load_task(spec, text_field=text_field, limit=limit, sample_size=sample_size, sample_seed=sample_seed,
+                        on_error=on_error) for spec in specs]
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos)
     results: dict[str, Any] = {}
@@ -61,7 +66,8 @@ def evaluate(
             results[task.name] = entry
             per_sample[task.name] = records
     out = session.finish(results, per_sample=per_sample if log_samples else None,
-                         extra_config={"limit": limit, "tasks": [s.name for s in specs]})
+                         extra_config={"limit": limit, "tasks": [s.name for s in specs],
+                                       "samples": {t.name: list(t.sample) for t in loaded if t.sample}})
     if out is not None and "results_path" in out and len(session.layers) > 1:
         out["layers_plot"] = _layers_plot(out)
     return out

@@ -43,6 +43,8 @@ CASES = [
     ("dolly", DOLLY, DOLLY["context"], (DOLLY["instruction"], DOLLY["response"])),
     ("wikipedia", TEXT, "Anarchism is a political philosophy.", None),
     ("openwebtext2", POOL, "Example page text.", None),
+    ("wikipedia_reference", TEXT, "Anarchism is a political philosophy.", None),
+    ("openwebtext2_reference", POOL, "Example page text.", None),
     ("hh_rlhf", HH, HH["chosen"],
      ("\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: How are you?\n\nAssistant:", "Fine, thanks.")),
     ("openbookqa", OPENBOOKQA_HUB, "The sun is responsible for plants sprouting, blooming and wilting",

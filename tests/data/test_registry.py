@@ -9,6 +9,7 @@ from matrixeval.errors import MatrixEvalError
 EXPECTED = {
     "pydoc_topics", "dolly", "wikipedia", "openwebtext2", "hh_rlhf", "openbookqa", "winogrande", "piqa",
     "openorca", "alpaca", "wizard", "alpaca_eval", "arena_hard",
+    "wikipedia_reference", "openwebtext2_reference",
 }
 
 
@@ -29,7 +30,12 @@ def test_every_recipe_is_displayable():
 def test_hub_locations():
     assert get_task("hh_rlhf").hf_path == "Anthropic/hh-rlhf" and get_task("hh_rlhf").split == "test"
     assert (get_task("wikipedia").hf_name, get_task("wikipedia").sample_size) == ("20231101.en", 10_000)
-    assert get_task("openwebtext2").sample_size == 10_000
+    assert get_task("openwebtext2").sample_size == 10_000 and get_task("openwebtext2").sample_seed is None
+    # the papers' reference code: random.seed(123), 10,000 records, openwebtext2 from suolyer/pile_openwebtext2 validation
+    ref = get_task("openwebtext2_reference")
+    assert (ref.hf_path, ref.split, ref.sample_size, ref.sample_seed) == ("suolyer/pile_openwebtext2", "validation", 10_000, 123)
+    ref = get_task("wikipedia_reference")
+    assert (ref.hf_path, ref.split, ref.sample_size, ref.sample_seed) == ("wikipedia", "train", 10_000, 123)
     assert (get_task("alpaca_eval").hf_name, get_task("alpaca_eval").split) == ("alpaca_eval", "eval")
     assert (get_task("winogrande").hf_name, get_task("winogrande").split) == ("winogrande_xl", "validation")
 

@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 from matrixeval.data.transforms import (
     SENTENCE_OPS,
     apply_sentence_op,
-    reverse_sentences,
-    shuffle_reverse,
+    reverse_order,
+    reverse_words,
+    shuffle_reverse_words,
     shuffle_sentences,
     split_sentences,
 )
@@ -76,24 +77,30 @@ def test_well_formed_sentences_split_back_exactly(sentences):
 @given(sentence_lists, st.integers(0, 1000))
 def test_every_op_preserves_the_multiset_of_sentences(sentences, seed):
     text = " ".join(sentences)
+    flipped = [" ".join(reversed(s.split())) for s in sentences]  # each sentence's words, right to left
     assert split_sentences(apply_sentence_op(text, "base")) == sentences
     assert Counter(split_sentences(shuffle_sentences(text, seed))) == Counter(sentences)
-    assert split_sentences(reverse_sentences(text)) == sentences[::-1]
-    # shuffle_reverse: the shuffle's sentences, each with its words reversed (so the words are preserved too).
-    expected = " ".join(" ".join(reversed(s.split())) for s in split_sentences(shuffle_sentences(text, seed)))
-    assert shuffle_reverse(text, seed) == expected
-    assert Counter(words(shuffle_reverse(text, seed))) == Counter(words(text))
+    assert split_sentences(reverse_order(text)) == sentences[::-1]
+    assert reverse_words(text) == " ".join(flipped)
+    # shuffle_reverse_words: the shuffle's sentences, each with its words reversed (so the words are preserved too).
+    if len(set(sentences)) == len(sentences):  # the shuffle's order, recovered by sentence identity
+        order = [sentences.index(s) for s in split_sentences(shuffle_sentences(text, seed))]
+        assert shuffle_reverse_words(text, seed) == " ".join(flipped[i] for i in order)
+    for op in SENTENCE_OPS:
+        assert Counter(words(apply_sentence_op(text, op, seed))) == Counter(words(text))
 
 
 @given(sentence_lists)
 def test_reverse_twice_is_identity(sentences):
     text = " ".join(sentences)
-    assert reverse_sentences(reverse_sentences(text)) == text
+    assert reverse_order(reverse_order(text)) == text
+    # every word reversed = the sentence order reversed with each sentence's words reversed
+    assert reverse_words(reverse_order(text)) == " ".join(reversed(text.split()))
 
 
 def test_same_seed_same_result_different_seed_different_order():
     assert shuffle_sentences(TEXT, 0) == shuffle_sentences(TEXT, 0)
-    assert shuffle_reverse(TEXT, "run-1") == shuffle_reverse(TEXT, "run-1")
+    assert shuffle_reverse_words(TEXT, "run-1") == shuffle_reverse_words(TEXT, "run-1")
     assert shuffle_sentences(TEXT, 0) != shuffle_sentences(TEXT, 1)
     assert len({shuffle_sentences(TEXT, seed) for seed in range(20)}) > 15
 
@@ -105,21 +112,30 @@ def test_shuffle_depends_on_the_text_not_on_call_order():
     assert shuffle_sentences(TEXT, 7) == first
 
 
-def test_shuffle_reverse_example():
-    assert shuffle_reverse("The cat sat.", 0) == "sat. cat The"
-    assert reverse_sentences("One. Two. Three.") == "Three. Two. One."
+def test_examples_written_out_by_hand():
+    text = "The cat sat. It left!"
+    assert reverse_order(text) == "It left! The cat sat."
+    assert reverse_words(text) == "sat. cat The left! It"
+    assert shuffle_reverse_words("The cat sat.", 0) == "sat. cat The"
+    assert reverse_order("One. Two. Three.") == "Three. Two. One."
 
 
 def test_apply_sentence_op_dispatches():
-    assert SENTENCE_OPS == ("base", "shuffle", "reverse", "shuffle_reverse")
+    assert SENTENCE_OPS == ("base", "shuffle", "reverse_order", "reverse_words", "shuffle_reverse_words")
     assert apply_sentence_op(TEXT, "base") == TEXT
     assert apply_sentence_op(TEXT, "shuffle", 3) == shuffle_sentences(TEXT, 3)
-    assert apply_sentence_op(TEXT, "reverse") == reverse_sentences(TEXT)
-    assert apply_sentence_op(TEXT, "shuffle_reverse", 3) == shuffle_reverse(TEXT, 3)
-    assert apply_sentence_op("One. Two.\nthree", "reverse", hard_breaks=True) == "three Two. One."
+    assert apply_sentence_op(TEXT, "reverse_order") == reverse_order(TEXT)
+    assert apply_sentence_op(TEXT, "reverse_words") == reverse_words(TEXT)
+    assert apply_sentence_op(TEXT, "shuffle_reverse_words", 3) == shuffle_reverse_words(TEXT, 3)
+    assert apply_sentence_op("One. Two.\nthree", "reverse_order", hard_breaks=True) == "three Two. One."
+    assert apply_sentence_op("One two.\nthree four", "reverse_words", hard_breaks=True) == "two. One four three"
 
 
-def test_unknown_op_lists_the_valid_ones():
-    valid = "base, shuffle, reverse, shuffle_reverse"
-    with pytest.raises(MatrixEvalError, match=f"unknown sentence operation 'sort'; use one of: {valid}"):
+def test_unknown_and_ambiguous_ops_are_refused():
+    valid = "base, shuffle, reverse_order, reverse_words, shuffle_reverse_words"
+    with pytest.raises(MatrixEvalError, match=f"unknown sentence operation 'sort'; use some of: {valid}"):
         apply_sentence_op(TEXT, "sort")
+    with pytest.raises(MatrixEvalError, match="'reverse' is ambiguous; use reverse_order .* or reverse_words"):
+        apply_sentence_op(TEXT, "reverse")
+    with pytest.raises(MatrixEvalError, match="'shuffle_reverse' is ambiguous; use shuffle_reverse_words"):
+        apply_sentence_op(TEXT, "shuffle_reverse", 1)

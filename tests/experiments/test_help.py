@@ -7,11 +7,15 @@ from matrixeval.errors import MatrixEvalError
 from matrixeval.experiments import _common
 
 EXPERIMENTS = {
-    "length": ["Fig. 2", "Table 13", "length", "n_docs"],
-    "sentence-ops": ["Fig. 3", "shuffle_reverse", "<metric>_delta"],
+    "length": ["Fig. 2", "Table 13", "length", "n_docs", "--min_tokens", "(default: 512)", "dropped with a warning",
+               "Default --tasks: pydoc_topics"],
+    "sentence-ops": ["Fig. 3", "reverse_order", "reverse_words", "shuffle_reverse_words", "<metric>_delta",
+                     "<metric>_delta_stderr", "(default: base,shuffle,reverse_words,shuffle_reverse_words",
+                     "Default --tasks: pydoc_topics", "95% bootstrap interval"],
     "prompt": ["Table 3", "OpenOrca", "mean_matrix_tokens", "<metric>_delta"],
     "adapter": ["Table 2", "<metric>_base", "<metric>_adapter"],
-    "sampling": ["Table 7", "Table 5", "<metric>_mean", "<metric>_std"],
+    "sampling": ["Table 7", "Table 5", "<metric>_mean", "<metric>_std", "FRESH", "whole corpus", "--sample_seed",
+                 "(default: 10,50,100)", "capped", "Default --tasks: pydoc_topics", "SIZE:N"],
     "timing": ["Tables 1 and 6", "reference_s", "reference_over_nuclear", "max_abs_diff"],
     "benchmark": ["Table 1", "accuracy", "acc_norm", "n_questions"],
     "responses": ["§6", "mean_response_tokens", "n_skipped"],

@@ -1,6 +1,8 @@
 """length: every document is cut to exactly L tokens, and the same documents enter every length."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from transformers import AutoTokenizer
@@ -17,7 +19,7 @@ COLUMNS = ["task", "length", "n_docs", "n_samples", "matrix_entropy", "matrix_en
 
 
 def test_every_length_holds_exactly_that_many_tokens(llama_path, tiny_corpus, tmp_path):
-    out = length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths="8,16,32",
+    out = length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths="8,16,32", min_tokens=32,
                             metrics="matrix_entropy,loss", output_path=tmp_path, log_samples=True)
     check_outputs(out, COLUMNS)
     assert [r["length"] for r in out["table"]] == [8, 16, 32]
@@ -49,14 +51,50 @@ def test_cut_re_encodes_to_exactly_the_length(which, gpt2_path, tiny_root):
     assert cut_to_tokens(tok, text, len(tok(text)["input_ids"]) + 1) is None
 
 
-def test_cli_on_minilm_and_clear_errors(tmp_path, capsys):
-    assert main(["experiment", "length", "--lengths", "16,32", "--limit", "3", "--output_path", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
-    assert "| task" in printed and "pydoc_topics" in printed
-    result = next(tmp_path.rglob("length_*.json"))
-    data = json.loads(result.read_text())
-    assert set(data["results"]) == {"pydoc_topics/len16", "pydoc_topics/len32"}
-    assert data["documents"]["pydoc_topics"]["n_used"] == 3
-    assert result.with_suffix(".png").exists()
-    with pytest.raises(MatrixEvalError, match="exceeds max_length"):
-        length_experiment(None, None, lengths="16,4096", output_path=None)
+def test_min_tokens_is_independent_of_the_largest_length(llama_path, tiny_corpus, tmp_path):
+    """Lengths up to --min_tokens hold every document that long; a longer length only those that reach it."""
+    out = length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths="8,16,32", min_tokens=12,
+                            metrics="matrix_entropy", output_path=tmp_path, log_samples=True)
+    tok = AutoTokenizer.from_pretrained(llama_path)
+    counts = [len(tok(json.loads(line)["text"])["input_ids"]) for line in open(tiny_corpus)]
+    assert out["documents"]["tiny"]["n_inexact"] == 0  # so the counts below are plain token counts
+    expected = {L: [i for i, n in enumerate(counts) if n >= max(L, 12)] for L in (8, 16, 32)}
+    assert len(expected[8]) > len(expected[16]) > len(expected[32]) > 0  # the corpus exercises every case
+    for row in out["table"]:
+        L = row["length"]
+        assert [r["doc_id"] for r in samples(out, f"tiny/len{L}")] == expected[L]
+        assert row["n_docs"] == len(expected[L]) == out["documents"]["tiny"]["n_docs_by_length"][str(L)]
+    assert out["documents"]["tiny"]["n_long_enough"] == sum(n >= 12 for n in counts)
+    assert out["config"]["min_tokens"] == 12
+
+
+def test_lengths_beyond_model_or_documents_are_dropped_and_said(llama_path, tiny_corpus, caplog):
+    longest = max(len(AutoTokenizer.from_pretrained(llama_path)(json.loads(line)["text"])["input_ids"])
+                  for line in open(tiny_corpus))
+    limit = 64  # the tiny model's position limit
+    assert longest + 1 <= limit
+    out = length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths=f"8,{longest + 1},4096",
+                            min_tokens=8, metrics="matrix_entropy", output_path=None)
+    assert out["config"]["max_length"] == limit and [r["length"] for r in out["table"]] == [8]
+    docs = out["documents"]["tiny"]
+    assert docs["lengths_above_model_limit"] == [4096] and docs["lengths_beyond_documents"] == [longest + 1]
+    assert f"lengths [4096] exceed max_length {limit}" in caplog.text
+    assert f"reaches lengths [{longest + 1}]" in caplog.text
+    with pytest.raises(MatrixEvalError, match=f"every length in \\[2048, 4096\\] exceeds max_length {limit}"):
+        length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths="2048,4096", output_path=None)
+    with pytest.raises(MatrixEvalError, match="lower --min_tokens"):
+        length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths="8", min_tokens=10_000, output_path=None)
+
+
+def test_cli_subprocess_defaults_run_on_the_default_model(tmp_path):
+    """issue 13: `experiment length` asked 1024 tokens of the 512-position default model; now 1024 is dropped and
+    said, and the default min_tokens 512 keeps the paragraphs that long."""
+    argv = [sys.executable, "-m", "matrixeval", "experiment", "length", "--limit", "2", "--output_path", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "lengths [1024] exceed max_length 512" in done.stderr and "| pydoc_topics" in done.stdout
+    data = json.loads(next(tmp_path.rglob("length_*.json")).read_text())
+    assert [r["length"] for r in data["table"]] == [64, 128, 256, 512]
+    assert [r["n_docs"] for r in data["table"]] == [2, 2, 2, 2]
+    assert data["documents"]["pydoc_topics"]["lengths_above_model_limit"] == [1024]
+    assert data["config"]["min_tokens"] == 512 and data["config"]["lengths_asked"] == [64, 128, 256, 512, 1024]

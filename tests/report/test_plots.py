@@ -51,8 +51,8 @@ def test_plot_series_against_length(tmp_path):
 
 def test_plot_bars_for_sentence_operations(tmp_path):
     groups = {
-        "EleutherAI__pythia-70m": {"base": 0.61, "shuffle": 0.64, "reverse": 0.65, "shuffle_reverse": 0.68},
-        "EleutherAI__pythia-160m": {"base": 0.58, "shuffle": 0.60, "reverse": 0.62, "shuffle_reverse": 0.66},
+        "EleutherAI__pythia-70m": {"base": 0.61, "shuffle": 0.64, "reverse_words": 0.65, "shuffle_reverse_words": 0.68},
+        "EleutherAI__pythia-160m": {"base": 0.58, "shuffle": 0.60, "reverse_words": 0.62, "shuffle_reverse_words": 0.66},
     }
     errors = {m: {op: 0.004 for op in ops} for m, ops in groups.items()}
     path = plot_bars(groups, tmp_path / "ops.png", ylabel="matrix_entropy", title="sentence operations", errors=errors)
@@ -72,3 +72,15 @@ def test_legend_numbers_are_readable_mathtext(value, text):
 
     assert tex_number(value) == text
     MathTextParser("agg").parse(f"${text}$")  # renders without a mathtext error
+def test_plot_bars_of_deltas_with_asymmetric_intervals(tmp_path):
+    from matrixeval.report.plots import _span
+
+    groups = {"dolly": {"shuffle": 0.002, "reverse_words": 0.042, "reverse_order": -0.01}}
+    errors = {"dolly": {"shuffle": (0.0005, 0.004), "reverse_words": (0.037, 0.048), "reverse_order": (-0.015, -0.004)}}
+    path = plot_bars(groups, tmp_path / "delta.png", ylabel="Δ matrix_entropy", title="Δ vs base", errors=errors,
+                     error_label="Error bars: 95% bootstrap interval", zero_line=True)
+    assert_png(path)
+    # an interval (low, high) becomes the distances below and above the bar; a number is symmetric
+    assert _span(0.042, (0.037, 0.048)) == pytest.approx((0.005, 0.006))
+    assert _span(-0.01, (-0.015, -0.004)) == pytest.approx((0.005, 0.006))
+    assert _span(0.5, 0.1) == (0.1, 0.1) and _span(0.5, None) == (0.0, 0.0) and _span(0.5, (None, 1.0)) == (0.0, 0.0)

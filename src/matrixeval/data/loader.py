@@ -15,7 +15,7 @@ from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
 
-__all__ = ["Document", "Task", "load_task", "SKIP_REASONS"]
+__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "SKIP_REASONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ SKIP_REASONS = (
 )
 _ERROR_REASONS = frozenset(SKIP_REASONS[:4])
 _MAX_WARNINGS = 5
+# The seed of a sampling recipe's draw when neither the caller (--sample_seed) nor the recipe names one.
+DEFAULT_SAMPLE_SEED = 1234
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Task:
     skipped: dict[str, int]  # reason -> number of records dropped (see SKIP_REASONS)
     n_records: int  # records read (after sampling; reading stops once `limit` documents are kept)
     recipe: TaskRecipe | None = field(default=None, repr=False)  # None for a plain file
+    sample: tuple[int, int] | None = None  # (size, seed) of the recipe's random sample, None when not sampled
 
 
 class _Skip(Exception):
@@ -105,10 +108,26 @@ def _open(spec: TaskSpec, recipe: TaskRecipe | None) -> tuple[str, Iterable[Row]
 
 
 def _sample(rows: Iterable[Row], size: int, seed: int) -> Iterator[Row]:
-    """A seeded random sample of `size` rows, in sampled order (a smaller limit keeps a prefix of it)."""
+    """A seeded random sample of `size` rows, in sampled order (a smaller limit keeps a prefix of it).
+
+    ``random.Random(seed).sample(range(n), size)`` draws exactly the indices of the reference code's
+    ``random.seed(seed); random.sample(range(n), size)``."""
     rows = rows if isinstance(rows, Sequence) else list(rows)
     order = random.Random(seed).sample(range(len(rows)), min(size, len(rows)))
     return (rows[i] for i in order)
+
+
+def _sample_plan(recipe: TaskRecipe | None, sample_size: int | None, sample_seed: int | None) -> tuple[int, int] | None:
+    """(size, seed) of the recipe's sample: the caller's values, else the recipe's, else DEFAULT_SAMPLE_SEED."""
+    if sample_size is not None and (not isinstance(sample_size, int) or sample_size < 1):
+        raise MatrixEvalError(f"sample_size must be a positive number of records, got {sample_size!r}")
+    if sample_seed is not None and not isinstance(sample_seed, int):
+        raise MatrixEvalError(f"sample_seed must be an integer, got {sample_seed!r}")
+    if recipe is None or recipe.sample_size is None:
+        return None  # only recipes that sample take a sample; --limit cuts the others
+    seed = sample_seed if sample_seed is not None else recipe.sample_seed
+    size = recipe.sample_size if sample_size is None else sample_size
+    return size, DEFAULT_SAMPLE_SEED if seed is None else seed
 
 
 def _plain_text(name: str) -> Callable[[Mapping[str, Any]], str]:
@@ -180,24 +199,111 @@ def load_task(
     *,
     text_field: str | None = None,
     limit: int | None = None,
-    seed: int = 1234,
+    sample_size: int | None = None,
+    sample_seed: int | None = None,
     on_error: OnError = "fail",
+    seed: int | None = None,
 ) -> Task:
     """Load the documents of one task.
 
     A spec naming a registered recipe uses it (on its built-in data, the hub, or `spec.path`); any other
     spec with a path is a plain file whose text is `text_field`, else `text`, else its only string field.
-    `text_field` overrides the recipe's text. Sampling recipes draw with `random.Random(seed)` first, then the
-    first `limit` usable documents are kept. Records with no usable text are dropped and counted in
-    `Task.skipped`; bad records (malformed, missing field) raise unless `on_error="skip"`.
+    `text_field` overrides the recipe's text. Sampling recipes (wikipedia, openwebtext2 and their
+    ``_reference`` variants) first draw `sample_size` records (default: the recipe's, 10,000) with
+    ``random.Random(sample_seed)`` (default: the recipe's own seed, else DEFAULT_SAMPLE_SEED); other recipes
+    ignore both. Then the first `limit` usable documents are kept. Records with no usable text are dropped and
+    counted in `Task.skipped`; bad records (malformed, missing field) raise unless `on_error="skip"`.
+    `seed` is an older name of `sample_seed` (used only when `sample_seed` is None).
     """
     _check_options(limit, on_error)
-    recipe = get_task(spec.name) if spec.path is None or spec.name in task_names() else None
+    recipe = _recipe(spec)
     source, rows = _open(spec, recipe)
-    if recipe is not None and recipe.sample_size is not None:
-        rows = _sample(rows, recipe.sample_size, seed)
+    plan = _sample_plan(recipe, sample_size, sample_seed if sample_seed is not None else seed)
+    if plan is not None:
+        rows = _sample(rows, *plan)
     to_text = _plain_text(text_field) if text_field is not None else recipe.to_text if recipe else None
+    documents, skipped, n_records = _collect(rows, to_text, spec.name, limit, on_error)
+    if not documents:
+        raise MatrixEvalError(
+            f"task {spec.name!r} has no usable documents ({n_records} records read from {source}; "
+            f"skipped: {_counts(skipped)}); check the data or --text_field"
+        )
+    return Task(spec.name, source, documents, dict(skipped), n_records, recipe, plan)
 
+
+@dataclass
+class Corpus:
+    """Every record of a task's source, without the recipe's random sample: what `experiment sampling` draws
+    fresh subsets from. Only the records drawn are turned into documents (:meth:`take`)."""
+
+    spec: TaskSpec
+    source: str
+    rows: Sequence[Row]
+    recipe: TaskRecipe | None
+    to_text: Callable[[Mapping[str, Any]], Any] | None
+    on_error: OnError
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, indices: Iterable[int]) -> Task:
+        """The documents of the records at `indices` (positions in the corpus, in ascending order; the doc_id
+        of each is its index in the source), records without usable text dropped and counted."""
+        chosen = sorted(set(indices))
+        if chosen and not (0 <= chosen[0] and chosen[-1] < len(self.rows)):
+            raise MatrixEvalError(f"record index out of range for the {len(self.rows)} records of {self.spec.name!r}")
+        documents, skipped, n_records = _collect((self.rows[i] for i in chosen), self.to_text, self.spec.name,
+                                                 None, self.on_error)
+        return Task(self.spec.name, self.source, documents, dict(skipped), n_records, self.recipe)
+
+
+def open_corpus(
+    spec: TaskSpec,
+    *,
+    text_field: str | None = None,
+    limit: int | None = None,
+    on_error: OnError = "fail",
+) -> Corpus:
+    """The whole corpus of a task, for drawing subsets: all records of its source (the hub data set's split,
+    the file, the built-in data), the recipe's sample not applied; with `limit`, the records up to and
+    including the `limit`-th usable document. Hub data sets are read lazily, so nothing but the records
+    drawn is converted."""
+    _check_options(limit, on_error)
+    recipe = _recipe(spec)
+    source, rows = _open(spec, recipe)
+    rows = rows if isinstance(rows, Sequence) else list(rows)
+    to_text = _plain_text(text_field) if text_field is not None else recipe.to_text if recipe else None
+    if to_text is None and len(rows) and rows[0].record is not None:
+        to_text = _plain_text(_detect_text_field(rows[0].record, rows[0].where))
+    if limit is not None:
+        documents, _, n_records = _collect(rows, to_text, spec.name, limit, on_error)
+        if documents:
+            rows = _Prefix(rows, n_records)
+    if not len(rows):
+        raise MatrixEvalError(f"task {spec.name!r} has no records ({source}); check the data")
+    return Corpus(spec, source, rows, recipe, to_text, on_error)
+
+
+class _Prefix(Sequence[Row]):
+    def __init__(self, rows: Sequence[Row], n: int):
+        self._rows, self._n = rows, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> Row:  # type: ignore[override]
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._rows[i]
+
+
+def _recipe(spec: TaskSpec) -> TaskRecipe | None:
+    return get_task(spec.name) if spec.path is None or spec.name in task_names() else None
+
+
+def _collect(rows: Iterable[Row], to_text, name: str, limit: int | None,
+             on_error: str) -> tuple[list[Document], Counter[str], int]:
+    """Documents from rows until `limit` are kept: (documents, skip reasons counted, records read)."""
     documents: list[Document] = []
     skipped: Counter[str] = Counter()
     n_records = 0
@@ -208,7 +314,7 @@ def load_task(
         if to_text is None and row.record is not None:
             to_text = _plain_text(_detect_text_field(row.record, row.where))
         try:
-            documents.append(Document(row.index, _text(row, to_text, spec.name), row.record))
+            documents.append(Document(row.index, _text(row, to_text, name), row.record))
         except _Skip as skip:
             if skip.reason in _ERROR_REASONS:
                 if on_error == "fail":
@@ -216,13 +322,6 @@ def load_task(
                 if sum(skipped[r] for r in _ERROR_REASONS) < _MAX_WARNINGS:
                     logger.warning("skipping %s", skip)
             skipped[skip.reason] += 1
-
     if skipped:
-        kept = len(documents)
-        logger.info("task %s: kept %d of %d records; skipped %s", spec.name, kept, n_records, _counts(skipped))
-    if not documents:
-        raise MatrixEvalError(
-            f"task {spec.name!r} has no usable documents ({n_records} records read from {source}; "
-            f"skipped: {_counts(skipped)}); check the data or --text_field"
-        )
-    return Task(spec.name, source, documents, dict(skipped), n_records, recipe)
+        logger.info("task %s: kept %d of %d records; skipped %s", name, len(documents), n_records, _counts(skipped))
+    return documents, skipped, n_records

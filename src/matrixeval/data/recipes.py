@@ -43,6 +43,28 @@ RECIPES = (
         hf_path="segyges/OpenWebText2",
         sample_size=10_000,
     ),
+    # The papers' reference code (waltonfuture/Diff-eRank utils/entropy_dataset.py, MLGroupJLU/MatrixNuclearNorm
+    # code/compute_entropy_time.py): random.seed(123); random.sample(range(len(split)), 10000) over the split.
+    TaskRecipe(
+        name="wikipedia_reference",
+        description="Wikipedia as the papers' code: HF wikipedia 20220301.en, random.seed(123) sample of 10,000",
+        fields=("text",),
+        to_text=f.field_text("text"),
+        hf_path="wikipedia",
+        hf_name="20220301.en",
+        sample_size=10_000,
+        sample_seed=123,
+    ),
+    TaskRecipe(
+        name="openwebtext2_reference",
+        description="OpenWebText2 as the papers' code: pile_openwebtext2 validation, random.seed(123) sample of 10,000",
+        fields=("text",),
+        to_text=f.field_text("text"),
+        hf_path="suolyer/pile_openwebtext2",
+        split="validation",
+        sample_size=10_000,
+        sample_seed=123,
+    ),
     TaskRecipe(
         name="hh_rlhf",
         description="Anthropic HH-RLHF test dialogues, the chosen response",

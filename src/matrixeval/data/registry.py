@@ -22,7 +22,9 @@ class TaskRecipe:
 
     `to_text` returns None when a record is not usable by this recipe (e.g. dolly without context);
     `to_qa` (optional) splits a record into (question, answer) for experiments that need them apart.
-    `sample_size` recipes take a seeded random sample of that many records before any limit.
+    `sample_size` recipes take a seeded random sample of that many records before any limit, drawn by
+    ``random.Random(seed).sample(range(n_records), sample_size)``; `sample_seed` is the recipe's own seed
+    (e.g. 123, the reference code's ``random.seed(123)``), None for the loader's default.
     """
 
     name: str
@@ -33,6 +35,7 @@ class TaskRecipe:
     hf_name: str | None = None
     split: str = "train"
     sample_size: int | None = None
+    sample_seed: int | None = None
     builtin: Callable[[], list[Record]] | None = None
     to_qa: Callable[[Record], tuple[str, str] | None] | None = None
 

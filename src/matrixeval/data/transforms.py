@@ -1,15 +1,21 @@
-"""Sentence-level text transforms for the sentence-operation experiments (Wei et al. 2024).
+"""Sentence-level text transforms for the sentence-operation experiments (Wei et al. 2024 Fig. 3; Matrix
+Nuclear-Norm Fig. 3).
 
-A rule-based sentence splitter (no model, no download) and four operations on a document's sentences:
+A rule-based sentence splitter (no model, no download) and five operations on a document's sentences, each
+named for exactly what it does (the papers' "reverse" could mean either of the two reversals):
 
 - ``base``: the sentences in their original order;
-- ``shuffle``: the sentences in a random order (seeded per text);
-- ``reverse``: the sentences in reverse order, the words inside each sentence unchanged;
-- ``shuffle_reverse``: the ``shuffle`` order, then the words inside each sentence in reverse order.
+- ``shuffle``: the sentences in a random order (seeded per text), each sentence unchanged;
+- ``reverse_order``: the sentences in reverse order, each sentence unchanged;
+- ``reverse_words``: the sentences in their original order, the words inside each sentence in reverse order;
+- ``shuffle_reverse_words``: the ``shuffle`` order (same seed, same order), then the words inside each sentence
+  in reverse order.
 
-Every operation joins its sentences with single spaces, ``base`` included, so the four variants of a text
-differ only in order, never in whitespace. Shuffles are seeded with ``random.Random(f"{seed}:{text}")``: a text's
-permutation depends on the seed and the text alone, not on which documents came before it or on PYTHONHASHSEED.
+Words are whitespace-separated and keep their punctuation (``"The cat sat."`` → ``"sat. cat The"``). Every
+operation joins its sentences with single spaces, ``base`` included, so the variants of a text differ only in
+order, never in whitespace or in the multiset of words. Shuffles are seeded with
+``random.Random(f"{seed}:{text}")``: a text's permutation depends on the seed and the text alone, not on which
+documents came before it or on PYTHONHASHSEED.
 """
 
 from __future__ import annotations
@@ -22,13 +28,20 @@ from matrixeval.errors import MatrixEvalError
 __all__ = [
     "SENTENCE_OPS",
     "apply_sentence_op",
-    "reverse_sentences",
-    "shuffle_reverse",
+    "check_sentence_ops",
+    "reverse_order",
+    "reverse_words",
+    "shuffle_reverse_words",
     "shuffle_sentences",
     "split_sentences",
 ]
 
-SENTENCE_OPS = ("base", "shuffle", "reverse", "shuffle_reverse")
+SENTENCE_OPS = ("base", "shuffle", "reverse_order", "reverse_words", "shuffle_reverse_words")
+# Names that meant one reading or the other; refused with a pointer to the unambiguous ones.
+_AMBIGUOUS = {
+    "reverse": "reverse_order (sentences in reverse order) or reverse_words (words of each sentence reversed)",
+    "shuffle_reverse": "shuffle_reverse_words (the shuffle, then the words of each sentence reversed)",
+}
 
 # Words that end in "." without ending a sentence; compared case-sensitively ("No. 5" but "said no. Then").
 _ABBREVIATIONS = frozenset(
@@ -80,7 +93,7 @@ def shuffle_sentences(text: str, seed: int | str, *, hard_breaks: bool = False) 
     return " ".join(_shuffled(text, seed, hard_breaks))
 
 
-def reverse_sentences(text: str, *, hard_breaks: bool = False) -> str:
+def reverse_order(text: str, *, hard_breaks: bool = False) -> str:
     """The sentences of ``text`` in reverse order, each sentence unchanged.
 
     Applying it twice gives back the ``base`` text whenever the reversed text splits into the same sentences,
@@ -89,28 +102,47 @@ def reverse_sentences(text: str, *, hard_breaks: bool = False) -> str:
     return " ".join(reversed(split_sentences(text, hard_breaks=hard_breaks)))
 
 
-def shuffle_reverse(text: str, seed: int | str, *, hard_breaks: bool = False) -> str:
+def reverse_words(text: str, *, hard_breaks: bool = False) -> str:
+    """The sentences of ``text`` in their order, the whitespace-separated words of each in reverse order:
+    ``"The cat sat. It left."`` becomes ``"sat. cat The left. It"``."""
+    return " ".join(_reversed_words(s) for s in split_sentences(text, hard_breaks=hard_breaks))
+
+
+def shuffle_reverse_words(text: str, seed: int | str, *, hard_breaks: bool = False) -> str:
     """The sentence order of :func:`shuffle_sentences` (same seed, same order), then the words of each sentence
-    in reverse order: words are whitespace-separated and keep their punctuation, so ``"The cat sat."``
-    becomes ``"sat. cat The"``."""
-    return " ".join(" ".join(reversed(s.split())) for s in _shuffled(text, seed, hard_breaks))
+    in reverse order, as :func:`reverse_words` does."""
+    return " ".join(_reversed_words(s) for s in _shuffled(text, seed, hard_breaks))
 
 
 def apply_sentence_op(text: str, op: str, seed: int | str = 0, *, hard_breaks: bool = False) -> str:
     """Apply one of :data:`SENTENCE_OPS` to ``text``; ``seed`` matters only for the shuffling ones.
 
     Raises:
-        MatrixEvalError: for an unknown ``op``.
+        MatrixEvalError: for an unknown or ambiguous ``op``.
     """
+    check_sentence_ops([op])
     if op == "base":
         return " ".join(split_sentences(text, hard_breaks=hard_breaks))
     if op == "shuffle":
         return shuffle_sentences(text, seed, hard_breaks=hard_breaks)
-    if op == "reverse":
-        return reverse_sentences(text, hard_breaks=hard_breaks)
-    if op == "shuffle_reverse":
-        return shuffle_reverse(text, seed, hard_breaks=hard_breaks)
-    raise MatrixEvalError(f"unknown sentence operation {op!r}; use one of: {', '.join(SENTENCE_OPS)}")
+    if op == "reverse_order":
+        return reverse_order(text, hard_breaks=hard_breaks)
+    if op == "reverse_words":
+        return reverse_words(text, hard_breaks=hard_breaks)
+    return shuffle_reverse_words(text, seed, hard_breaks=hard_breaks)
+
+
+def check_sentence_ops(ops) -> None:
+    """Raise a one-line MatrixEvalError for the first name in `ops` that is not one of :data:`SENTENCE_OPS`."""
+    for op in ops:
+        if op in _AMBIGUOUS:
+            raise MatrixEvalError(f"sentence operation {op!r} is ambiguous; use {_AMBIGUOUS[op]}")
+        if op not in SENTENCE_OPS:
+            raise MatrixEvalError(f"unknown sentence operation {op!r}; use some of: {', '.join(SENTENCE_OPS)}")
+
+
+def _reversed_words(sentence: str) -> str:
+    return " ".join(reversed(sentence.split()))
 
 
 def _shuffled(text: str, seed: int | str, hard_breaks: bool) -> list[str]:

@@ -2,8 +2,8 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples). :func:`finish` writes ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through
-``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
+on_error, log_samples, sample_size, sample_seed). :func:`finish` writes
+``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = [
     "Options",
     "add_log_samples_arg",
     "add_metrics_arg",
-    "bar_plotter",
+    "delta_plotter",
     "finish",
     "load_tasks",
     "mean_std",
@@ -38,10 +38,12 @@ __all__ = [
     "open_session",
     "options",
     "options_from_args",
+    "paired_delta",
     "parse_list",
     "positive_ints",
     "print_report",
     "question_answer",
+    "sample_values",
     "short_name",
 ]
 
@@ -62,6 +64,8 @@ class Options:
     exclude_bos: bool = False
     on_error: str = "fail"
     log_samples: bool = False
+    sample_size: int | None = None
+    sample_seed: int | None = None
 
 
 _NAMES = tuple(f.name for f in fields(Options))
@@ -107,7 +111,8 @@ def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str
     """Load every task named in `tasks` (default `default`); `limit` overrides the options' limit."""
     specs = parse_task_specs(tasks if tasks else default)
     lim = opts.limit if limit == "options" else limit
-    return [load_task(s, text_field=opts.text_field, limit=lim, seed=opts.seed, on_error=opts.on_error) for s in specs]
+    return [load_task(s, text_field=opts.text_field, limit=lim, sample_size=opts.sample_size,
+                      sample_seed=opts.sample_seed, on_error=opts.on_error) for s in specs]
 
 
 def question_answer(task: Task, doc) -> tuple[str, str] | None:
@@ -181,7 +186,8 @@ def finish(
     None on ranks other than 0.
     """
     out = session.finish(results, per_sample=per_sample if opts.log_samples else None, prefix=experiment,
-                         extra_config={"experiment": experiment, "limit": opts.limit, **(extra_config or {})},
+                         extra_config={"experiment": experiment, "limit": opts.limit, "sample_size": opts.sample_size,
+                                       "sample_seed": opts.sample_seed, **(extra_config or {})},
                          higher_is_better=higher_is_better, table=table, **sections)
     if out is None or "results_path" not in out:
         return out
@@ -205,20 +211,85 @@ def finish(
     return out
 
 
-def bar_plotter(rows: Sequence[Mapping[str, Any]], metric: str, variant: str, *, ylabel: str, title: str):
-    """A drawer for `finish`'s plots: grouped bars of `metric` per task, one bar per `variant` column value,
-    with standard-error bars."""
+def sample_values(records: Sequence[Mapping[str, Any]], metric: str, layer: str,
+                  hidden_size: int) -> dict[int, float] | None:
+    """Each sample's own value of `metric` by doc_id, the values whose mean is the data-set value (NaN where the
+    sample is not valid); None for a metric that is not a mean over samples (diff_erank)."""
+    out: dict[int, float] = {}
+    for r in records:
+        if metric in ("loss", "perplexity"):
+            loss = r.get("loss")
+            value = math.nan if loss is None else (loss if metric == "loss" else math.exp(loss))
+        elif metric in ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact"):
+            v = r["layers"][layer]
+            key = "entropy" if metric == "matrix_entropy" else metric
+            value = v[key] if v["status"] == "ok" and v.get(key) is not None else math.nan
+            if metric == "matrix_entropy":
+                value /= math.log(hidden_size)
+        else:
+            return None
+        out[r["doc_id"]] = value
+    return out
+
+
+def paired_delta(base: Mapping[int, float], variants: Sequence[Mapping[int, float]], seed: int):
+    """Summary (mean, stderr, bootstrap 95% interval, n) of the per-document Δ: each document's value in the
+    variants (averaged over them when several) minus its value in `base`, over the documents finite in all."""
+    from ..metrics import summarize
+
+    diffs = []
+    for doc, b in base.items():
+        values = [v.get(doc, math.nan) for v in variants]
+        if math.isfinite(b) and all(math.isfinite(x) for x in values):
+            diffs.append(sum(values) / len(values) - b)
+    return summarize(diffs, seed=seed)
+
+
+def delta_plotter(rows: Sequence[Mapping[str, Any]], per_sample: Mapping[str, Sequence[Mapping[str, Any]]],
+                  metric: str, variant: str, *, base: str, session: Session, seed: int, title: str,
+                  average: str | None = None):
+    """A drawer for `finish`'s plots: per task, one bar per `variant` value other than `base`, of the row's
+    ``<metric>_delta`` (value − base value), with the 95% bootstrap interval of the mean per-document Δ
+    (paired: the same documents in both; the `average` row pairs each document's mean Δ over the variants).
+    The figure says what the bars and error bars are and gives each task's base value."""
 
     def draw(path: Path) -> None:
         from ..report.plots import plot_bars
 
+        layer = str(max(session.layers))
         groups: dict[str, dict[str, float]] = {}
-        errors: dict[str, dict[str, float]] = {}
+        errors: dict[str, dict[str, tuple[float, float]]] = {}
+        sizes: set[int] = set()
+        bases: list[str] = []
         for r in rows:
-            if r.get(metric) is not None:
-                groups.setdefault(r["task"], {})[r[variant]] = r[metric]
-                errors.setdefault(r["task"], {})[r[variant]] = r.get(f"{metric}_stderr") or 0.0
-        plot_bars(groups, path, ylabel=ylabel, title=title, errors=errors)
+            task, name, delta = r["task"], r[variant], r.get(f"{metric}_delta")
+            if name == base:
+                if r.get(metric) is not None:
+                    stderr = r.get(f"{metric}_stderr")
+                    bases.append(f"{task} {r[metric]:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else ""))
+                continue
+            if delta is None:
+                continue
+            groups.setdefault(task, {})[name] = delta
+            names = ([n for n in dict.fromkeys(q[variant] for q in rows if q["task"] == task)
+                      if n not in (base, average)] if name == average else [name])
+            values = [sample_values(per_sample.get(f"{task}/{n}", []), metric, layer, session.lm.hidden_size)
+                      for n in (base, *names)]
+            if all(v is not None for v in values):
+                summary = paired_delta(values[0], values[1:], seed)
+                if summary.n > 1:
+                    errors.setdefault(task, {})[name] = summary.ci95
+                    sizes.add(summary.n)
+        if not groups:
+            raise MatrixEvalError(f"no {metric}_delta to plot; include {base!r} and another variant")
+        n = f"{min(sizes)}" if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}" if sizes else "0"
+        label = (f"Bars: Δ = value − value of {base!r} (data-set values). Error bars: 95% bootstrap interval "
+                 f"(1000 resamples) of the mean per-document Δ, paired over the same {n} documents"
+                 if errors else
+                 f"Bars: Δ = value − value of {base!r}. No error bars: {metric} is not a mean over samples")
+        label += f". {base} = " + "; ".join(bases) + " (± stderr)." if bases else "."
+        plot_bars(groups, path, ylabel=f"Δ {metric_label(metric)}", title=title, errors=errors or None,
+                  error_label=label, zero_line=True)
 
     return draw
 

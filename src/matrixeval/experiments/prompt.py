@@ -146,8 +146,9 @@ def prompt_experiment(
             rows.extend(task_rows + [summary])
     model = common.short_name(session.lm.name)
     plots = {
-        ("" if i == 0 else m): common.bar_plotter(rows, m, "prompt", ylabel=common.metric_label(m) + " on the QA tokens",
-                                                  title=f"{model}: {m} without and with a prompt")
+        ("" if i == 0 else m): common.delta_plotter(rows, per_sample, m, "prompt", base=NO_PROMPT, average="average",
+                                                    session=session, seed=opts.seed,
+                                                    title=f"{model}: {m} on the QA tokens, Δ per prompt")
         for i, m in enumerate(session.metrics)
     }
     return common.finish(session, "prompt", results, rows, opts=opts, per_sample=per_sample,

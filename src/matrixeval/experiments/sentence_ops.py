@@ -2,24 +2,34 @@
 Matrix Nuclear-Norm Fig. 3).
 
 Each document is split into sentences by a rule-based splitter (no model, no download; see
-matrixeval.data.transforms) and rebuilt by every operation in --ops:
-  base             the sentences in their original order (joined by single spaces, like every operation)
-  shuffle          the sentences in a random order, seeded by --seed and the text itself
-  reverse          the sentences in reverse order, each sentence unchanged
-  shuffle_reverse  the shuffle order, then the words of each sentence in reverse order
-The same --seed gives the same texts, and so the same numbers; another seed gives other shuffles. Each
-operation is measured as its own variant "<task>/<op>" (stored, resumable, data-parallel like `run`).
+matrixeval.data.transforms) and rebuilt by every operation in --ops (default:
+base,shuffle,reverse_words,shuffle_reverse_words):
+  base                   the sentences in their original order (joined by single spaces, like every operation)
+  shuffle                the sentences in a random order (seeded by --seed and the text), each sentence unchanged
+  reverse_order          the sentences in reverse order, each sentence unchanged
+  reverse_words          the sentences in their order, the words of each sentence in reverse order
+                         ("The cat sat. It left." -> "sat. cat The left. It")
+  shuffle_reverse_words  the shuffle order (same seed), then the words of each sentence in reverse order
+Words are whitespace-separated and keep their punctuation. The papers' "reverse" is read as reverse_words and
+their "shuffle & reverse" as shuffle_reverse_words: neither paper's public code has these operations, and only
+this reading fits both papers' findings (see the README); reverse_order measures the other reading. The old
+names "reverse" and "shuffle_reverse" are refused as ambiguous. The same --seed gives the same texts, and so
+the same numbers; another seed gives other shuffles. Each operation is measured as its own variant
+"<task>/<op>" (stored, resumable, data-parallel like `run`). Default --tasks: pydoc_topics (built in); the
+papers use dolly (--tasks dolly=FILE offline).
 
 Output columns (table .md/.csv next to sentence-ops_<timestamp>.json, and the "table" key of the JSON):
-  task             the task
-  op               the sentence operation
-  n_samples        samples with a defined value
-  <metric>         the metric's data-set value on the rebuilt texts (e.g. matrix_entropy, loss)
-  <metric>_stderr  its standard error over samples
-  <metric>_delta   value minus the value of base (present when base is among --ops)
+  task                   the task
+  op                     the sentence operation
+  n_samples              samples with a defined value
+  <metric>               the metric's data-set value on the rebuilt texts (e.g. matrix_entropy, loss)
+  <metric>_stderr        its standard error over samples
+  <metric>_delta         value minus the value of base (present when base is among --ops)
+  <metric>_delta_stderr  standard error of the mean per-document difference to base (paired: same documents)
 The JSON's "documents" section counts, per task, the documents and those with a single sentence (which no
-operation changes). Plot: <stem>.png, grouped bars of the first metric per task and operation with standard
-errors; further metrics in <stem>_<metric>.png.
+reordering changes). Plot: <stem>.png, per task a bar per operation of the first metric's Δ against base,
+with the 95% bootstrap interval of the paired per-document Δ (the figure says so and gives base's value);
+further metrics in <stem>_<metric>.png.
 """
 
 from __future__ import annotations
@@ -29,16 +39,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data import Document
-from ..data.transforms import SENTENCE_OPS, apply_sentence_op, split_sentences
-from ..errors import MatrixEvalError
+from ..data.transforms import SENTENCE_OPS, apply_sentence_op, check_sentence_ops, split_sentences
 from . import _common as common
 
 DESCRIPTION = "metrics of texts with shuffled / reversed sentences (seed 000 Fig. 3, seed 003 Fig. 3)"
-DEFAULT_OPS = ",".join(SENTENCE_OPS)
+DEFAULT_OPS = "base,shuffle,reverse_words,shuffle_reverse_words"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ops", default=DEFAULT_OPS, help=f"comma-separated operations (default: {DEFAULT_OPS})")
+    parser.add_argument("--ops", default=DEFAULT_OPS,
+                        help=f"comma-separated operations out of {', '.join(SENTENCE_OPS)} (default: {DEFAULT_OPS}; "
+                             "each is described above)")
     parser.add_argument("--hard_breaks", action="store_true", help="also end a sentence at every line break")
     common.add_metrics_arg(parser)
     common.add_log_samples_arg(parser)
@@ -65,9 +76,7 @@ def sentence_ops_experiment(
     """
     opts = common.options(common_options)
     ops = list(dict.fromkeys(common.parse_list(ops, str, "ops")))
-    unknown = [op for op in ops if op not in SENTENCE_OPS]
-    if unknown:
-        raise MatrixEvalError(f"unknown sentence operation {unknown[0]!r}; use some of: {', '.join(SENTENCE_OPS)}")
+    check_sentence_ops(ops)
     session = common.open_session(model_args, metrics, opts)
     results: dict[str, Any] = {}
     per_sample: dict[str, list] = {}
@@ -87,11 +96,12 @@ def sentence_ops_experiment(
             results[name], per_sample[name] = entry, records
             task_rows.append({"task": task.name, "op": op, "n_samples": entry["n_samples"],
                               **common.metric_cells(entry, session.metrics)})
-        rows.extend(_with_deltas(task_rows, session.metrics))
+        rows.extend(_with_deltas(task_rows, per_sample, session, opts.seed))
     model = common.short_name(session.lm.name)
     plots = {
-        ("" if i == 0 else m): common.bar_plotter(rows, m, "op", ylabel=common.metric_label(m),
-                                                  title=f"{model}: {m} by sentence operation")
+        ("" if i == 0 else m): common.delta_plotter(rows, per_sample, m, "op", base="base", session=session,
+                                                    seed=opts.seed,
+                                                    title=f"{model}: {m}, Δ of each sentence operation")
         for i, m in enumerate(session.metrics)
     }
     return common.finish(session, "sentence-ops", results, rows, opts=opts, per_sample=per_sample,
@@ -99,12 +109,20 @@ def sentence_ops_experiment(
                          plots=plots, documents=documents)
 
 
-def _with_deltas(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+def _with_deltas(rows: list[dict[str, Any]], per_sample: Mapping[str, list], session,
+                 seed: int) -> list[dict[str, Any]]:
+    """Add Δ against base and its paired standard error (the per-document differences) to each row."""
     base = next((r for r in rows if r["op"] == "base"), None)
     if base is None:
         return rows
-    for r in rows:
-        for m in metrics:
-            if r.get(m) is not None and base.get(m) is not None:
-                r[f"{m}_delta"] = r[m] - base[m]
+    layer = str(max(session.layers))
+    for m in session.metrics:
+        base_values = common.sample_values(per_sample[f"{base['task']}/base"], m, layer, session.lm.hidden_size)
+        for r in rows:
+            if r.get(m) is None or base.get(m) is None:
+                continue
+            r[f"{m}_delta"] = r[m] - base[m]
+            if base_values is not None:
+                values = common.sample_values(per_sample[f"{r['task']}/{r['op']}"], m, layer, session.lm.hidden_size)
+                r[f"{m}_delta_stderr"] = common.paired_delta(base_values, [values], seed).stderr
     return rows

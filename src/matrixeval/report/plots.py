@@ -103,10 +103,15 @@ def plot_series(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
 
 
 def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, ylabel: str, title: str,
-              errors: Mapping[str, Mapping[str, float]] | None = None) -> Path:
-    """Grouped bars: one group per key of ``groups`` (e.g. model), one bar per category inside it (e.g. sentence
-    operation base/shuffle/reverse/shuffle_reverse), a legend of categories and each bar's value on top.
-    ``errors`` has the same shape and draws error bars."""
+              errors: Mapping[str, Mapping[str, float | tuple[float, float]]] | None = None,
+              error_label: str | None = None, zero_line: bool = False) -> Path:
+    """Grouped bars: one group per key of ``groups`` (e.g. task or model), one bar per category inside it (e.g.
+    sentence operation), a legend of categories and each bar's value on top.
+
+    ``errors`` has the same shape and draws error bars: a number is a symmetric ± half-width, a ``(low, high)``
+    pair an interval's bounds (e.g. a 95% interval; it need not be symmetric about the bar). ``error_label`` is
+    written under the axes, to say what the bars and error bars are. ``zero_line`` draws y = 0 and signs the
+    bar labels, for bars that are differences (Δ against a base)."""
     if not groups:
         raise MatrixEvalError("plot_bars got no groups; pass {group: {category: value}} with at least one entry")
     categories = list(dict.fromkeys(c for values in groups.values() for c in values))
@@ -116,13 +121,30 @@ def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, yl
     positions = np.arange(len(names))
     for j, category in enumerate(categories):
         heights = [groups[g].get(category, math.nan) for g in names]
-        yerr = [(errors or {}).get(g, {}).get(category, 0.0) for g in names] if errors else None
+        yerr = None
+        if errors:
+            spans = [_span(h, (errors.get(g) or {}).get(category)) for g, h in zip(names, heights)]
+            yerr = np.array(spans, dtype=np.float64).T  # (2, n): distance below and above each bar
         bars = ax.bar(positions + (j - (len(categories) - 1) / 2) * width, heights, width, yerr=yerr, capsize=3,
                       label=category, color=f"C{j}")
-        ax.bar_label(bars, labels=[f"{h:.4g}" if _finite(h) else "" for h in heights], fontsize=7, padding=2)
+        fmt = "{:+.3g}" if zero_line else "{:.4g}"
+        below_above = yerr.T if yerr is not None else np.zeros((len(heights), 2))
+        for bar, h, (below, above) in zip(bars, heights, below_above):
+            if not _finite(h):
+                continue
+            up = h >= 0  # the label goes past the end of the bar and of its error bar, away from zero
+            ax.annotate(fmt.format(h), (bar.get_x() + bar.get_width() / 2, h + above if up else h - below),
+                        xytext=(0, 3 if up else -3), textcoords="offset points", ha="center",
+                        va="bottom" if up else "top", fontsize=7)
+    if zero_line:
+        ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(positions, [_short(n) for n in names], rotation=20 if len(names) > 4 else 0)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    if error_label:
+        import textwrap
+
+        ax.set_xlabel(textwrap.fill(error_label, 95), fontsize=7)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(categories), fontsize=8)
     return _save(fig, path)
 
@@ -216,6 +238,16 @@ def plot_layer_profiles(rows: Sequence[Mapping], path: str | Path, *, metrics: S
                     (r["relative_depth"], r[m], r.get(f"{m}_lo"), r.get(f"{m}_hi")))
     return plot_metric_panels(panels, path, xlabel="relative depth (layer / num_layers; 0 = embeddings)",
                               title=title, higher_is_better=higher_is_better)
+def _span(height: float, error: float | tuple[float, float] | None) -> tuple[float, float]:
+    """(below, above) distances of an error bar from the bar's top: ±error, or to an interval's bounds."""
+    if error is None or not _finite(height):
+        return 0.0, 0.0
+    if isinstance(error, (tuple, list)):
+        low, high = error
+        if not (_finite(low) and _finite(high)):
+            return 0.0, 0.0
+        return max(height - low, 0.0), max(high - height, 0.0)
+    return (error, error) if _finite(error) else (0.0, 0.0)
 
 
 def _figure(width: float = 6.4, height: float = 4.8):
