@@ -171,8 +171,8 @@ def split_extra(args: ModelArgs, config: Any) -> tuple[dict[str, Any], dict[str,
             close = difflib.get_close_matches(key, [*known, *sorted(config_keys)], n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise MatrixEvalError(
-                f"unknown model_args key {key!r}; {hint}matrixeval reads {', '.join(KNOWN_KEYS)}, passes "
-                f"{', '.join(PASS_THROUGH)} to from_pretrained, and any attribute of the model's config"
+                f"unknown model_args key {key!r}; {hint}known keys: {', '.join(known)}, "
+                "or any attribute of the model's config (see --help)"
             )
     return kwargs, overrides
 

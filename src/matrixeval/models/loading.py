@@ -6,6 +6,7 @@ import copy
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,13 +300,18 @@ def attach_adapter(model: PreTrainedModel, args: ModelArgs) -> torch.nn.Module:
 
     base_of_adapter = _adapter_config(args).base_model_name_or_path
     try:
-        return PeftModel.from_pretrained(model, args.adapter)
+        with warnings.catch_warnings():
+            # peft asks transformers a deprecated question on every load; the user can do nothing about it.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            return PeftModel.from_pretrained(model, args.adapter)
     except (RuntimeError, ValueError, KeyError) as err:
         # A size mismatch (RuntimeError) or target modules the model lacks (ValueError): another base model.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = next((line for line in lines if "size mismatch" in line), lines[0])
+        made_for = f"it was made for {base_of_adapter!r}" if base_of_adapter else "it was made for another model"
         raise MatrixEvalError(
-            f"adapter {args.adapter!r} does not fit model {args.pretrained!r} ({reason[:200]}); it was made for "
-            f"{base_of_adapter!r}: load it on that base model"
+            f"adapter {args.adapter!r} does not fit model {args.pretrained!r} ({reason[:240]}); {made_for}: "
+            "load it on the base model it was trained on"
         ) from None
     except OSError as err:
         raise not_loadable("adapter", args.adapter, err, False) from err
