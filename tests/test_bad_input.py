@@ -408,7 +408,7 @@ def test_disk_full_in_process(monkeypatch, tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(MatrixEvalError, match=f"no space left on the device holding the store folder '{tmp_path / 's'}'"):
+    with pytest.raises(MatrixEvalError, match=f"no space left on the device holding the store folder '{tmp_path}/s'"):
         store.append([{"doc_id": 1}])
     monkeypatch.undo()
     assert set(ShardStore(tmp_path / "s", {"k": 1}).load()) >= {0}

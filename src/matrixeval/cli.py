@@ -140,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as err:
         print(f"matrixeval: interrupted: {err}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("matrixeval: interrupted before any sample was measured; samples stored by earlier runs are kept",
-              file=sys.stderr)
+        print("matrixeval: interrupted; every sample stored so far is kept, and re-running the same command "
+              "resumes from them", file=sys.stderr)
     return 130
 
 

@@ -51,7 +51,8 @@ def _check_plain_name(name: str, path: str) -> None:
     """NAME=FILE with a name that is no recipe: a plain file under the user's name, said aloud if close to one."""
     if not TASK_NAME.match(name):
         raise MatrixEvalError(
-            f"invalid task name {name!r} in {name}={path}; use letters, digits, '_' and '-', starting with a letter or '_'"
+            f"invalid task name {name!r} in {name}={path}; "
+            "use letters, digits, '_' and '-', starting with a letter or '_'"
         )
     close = difflib.get_close_matches(name, task_names(), n=1)
     if close:
