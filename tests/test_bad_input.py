@@ -193,3 +193,320 @@ def test_every_sample_nonfinite_names_the_overflow(tiny_root, tmp_path):
     assert "zero valid samples" in errors[0] and "'nonfinite': 4" in errors[0]
     assert "overflow" in errors[0] and "dtype=bfloat16" in errors[0] and "longer texts" not in errors[0]
     assert not list((tmp_path / "out").rglob("results_*.json"))
+# --- The same table through `python -m matrixeval` in a subprocess, as a user types it --------------------------
+
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests import faults  # noqa: E402
+
+
+def _cli(*argv, cwd, delay: float = 0.0, **popen):
+    return subprocess.run([sys.executable, "-m", "matrixeval", *map(str, argv)], cwd=cwd, env=faults.env(delay),
+                          capture_output=True, text=True, timeout=300, **popen)
+
+
+def _one_error(proc, code: int = 2) -> str:
+    """The exit code, and stderr being one `matrixeval: ...` line with no traceback; returns that line."""
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("matrixeval: "), lines
+    return lines[0]
+
+
+def _files(folder) -> list:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def corrupt(tiny_root, tmp_path_factory):
+    """A copy of the tiny GPT-2 whose model.safetensors is cut in half, as an interrupted download leaves it."""
+    out = tmp_path_factory.mktemp("corrupt") / "gpt2-truncated"
+    shutil.copytree(make_tiny_causal_lm(tiny_root, "gpt2"), out)
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return out
+
+
+def test_output_path_that_is_a_file_fails_before_loading(corrupt, tiny_corpus, tmp_path):
+    # The model's weights are corrupt: seeing the output_path error proves it came before any weight was read.
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={corrupt}", "--tasks", tiny_corpus,
+                          "--output_path", target, cwd=tmp_path))
+    assert "is a file" in msg and str(target) in msg and "give a folder" in msg
+    assert target.read_text() == "keep me"
+
+
+def test_output_path_and_store_under_a_file_fail_before_loading(corrupt, tiny_corpus, tmp_path, capsys):
+    # Root may write anywhere, so "cannot be written" is made real by a path that has a file as a parent.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={corrupt}", "--tasks", tiny_corpus,
+                          "--store", blocker / "sub", cwd=tmp_path))
+    assert f"store '{blocker / 'sub'}' cannot be created: '{blocker}' is a file" in msg
+    msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={corrupt}", "--tasks", str(tiny_corpus),
+                              "--output_path", str(blocker / "sub")])
+    assert f"output_path '{blocker / 'sub'}' cannot be created: '{blocker}' is a file" in msg
+    assert _files(tmp_path) == [blocker]
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path):
+    """A folder bind-mounted read-only onto itself (needs root and mount rights; skipped without them)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode == 0
+    if not mounted or subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True).returncode:
+        if mounted:
+            subprocess.run(["umount", str(folder)])
+        pytest.skip("cannot make a read-only bind mount here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_read_only_output_and_store_fail_before_loading(corrupt, tiny_corpus, tmp_path, read_only_dir, capsys):
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={corrupt}", "--tasks", tiny_corpus,
+                          "--output_path", read_only_dir / "out", cwd=tmp_path))
+    assert f"cannot write into folder '{read_only_dir}' for output_path" in msg and "Read-only file system" in msg
+    msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={corrupt}", "--tasks", str(tiny_corpus),
+                              "--store", str(read_only_dir)])
+    assert f"cannot write into folder '{read_only_dir}' for store" in msg
+    assert _files(read_only_dir) == []
+
+
+def test_corrupt_safetensors_names_the_file(corrupt, tiny_corpus, tmp_path):
+    out = tmp_path / "out"
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={corrupt}", "--tasks", tiny_corpus, "--output_path", out,
+                          cwd=tmp_path))
+    assert str(corrupt / "model.safetensors") in msg and "incomplete or corrupt" in msg and "download" in msg
+    assert _files(out) == []
+
+
+def test_unknown_model_args_key_fails_before_loading(corrupt, tiny_corpus, tmp_path, capsys):
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={corrupt},dtpye=bfloat16", "--tasks", tiny_corpus,
+                          cwd=tmp_path))
+    assert "unknown model_args key 'dtpye'; did you mean 'dtype'?" in msg and "attn_implementation" in msg
+    msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={corrupt},foo=1", "--tasks", str(tiny_corpus)])
+    assert "unknown model_args key 'foo'" in msg and "did you mean" not in msg
+
+
+def test_pass_through_and_config_keys_are_applied(gpt2, tiny_corpus, capsys):
+    # n_layer=2 overrides the config: the model has 2 layers, and --layers 3 is refused against the new count.
+    out = evaluate(f"pretrained={gpt2},attn_implementation=eager,n_layer=2", str(tiny_corpus), limit=2,
+                   output_path=None)
+    assert out["config"]["num_layers"] == 2 and out["config"]["layers"] == [2]
+    msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={gpt2},n_layer=2", "--tasks", str(tiny_corpus),
+                              "--layers", "3"])
+    assert "model with 2 layers" in msg
+    assert "not a boolean" in _cli_error(capsys, ["run", "--model_args", f"pretrained={gpt2},use_safetensors=maybe"])
+
+
+def test_help_lists_the_pass_through_keys(tmp_path):
+    from matrixeval.models.args import PASS_THROUGH
+
+    proc = _cli("run", "--help", cwd=tmp_path)
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and all(k in text for k in PASS_THROUGH) and "tokenizer=" in text
+
+
+def test_metric_and_layers_are_checked_before_loading(corrupt, tiny_corpus, tmp_path, capsys):
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={corrupt}", "--tasks", tiny_corpus, "--layers", "7",
+                          cwd=tmp_path))
+    assert "valid: 0..3" in msg
+    msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={corrupt}", "--tasks", str(tiny_corpus),
+                              "--metrics", "matrix_entropi"])
+    assert "unknown metric 'matrix_entropi'" in msg
+
+
+def test_model_folder_without_tokenizer(gpt2, tiny_corpus, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(gpt2 / name, bare / name)
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={bare}", "--tasks", tiny_corpus,
+                          "--output_path", tmp_path / "out", cwd=tmp_path))
+    assert f"no tokenizer found in '{bare}'" in msg and "tokenizer=" in msg
+    assert _files(tmp_path / "out") == []
+    with_tok = evaluate(f"pretrained={bare},tokenizer={gpt2}", str(tiny_corpus), limit=3, output_path=None)
+    plain = evaluate(f"pretrained={gpt2}", str(tiny_corpus), limit=3, output_path=None)
+    assert with_tok["results"] == plain["results"]
+
+
+def _lora(base, where):
+    from peft import LoraConfig, get_peft_model
+
+    get_peft_model(base, LoraConfig(r=2, target_modules="all-linear")).save_pretrained(where)
+    return where
+
+
+@pytest.fixture(scope="module")
+def foreign_adapters(tiny_root, tmp_path_factory):
+    """LoRA adapters made for other bases: a llama (other modules) and a wider GPT-2 (other shapes)."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    root = tmp_path_factory.mktemp("adapters")
+    llama = AutoModelForCausalLM.from_pretrained(make_tiny_causal_lm(tiny_root, "llama"))
+    AutoModelForCausalLM.from_config(GPT2Config(n_embd=48, n_layer=3, n_head=2, n_positions=64,
+                                                vocab_size=llama.config.vocab_size)).save_pretrained(root / "wide")
+    wide = AutoModelForCausalLM.from_pretrained(root / "wide")
+    return {"llama": _lora(llama, root / "llama-lora"), "wide": _lora(wide, root / "wide-lora"), "root": root}
+
+
+def test_adapter_for_another_base_model(gpt2, tiny_corpus, tmp_path, foreign_adapters, capsys):
+    wide = foreign_adapters["wide"]
+    msg = _one_error(_cli("run", "--model_args", f"pretrained={gpt2},adapter={wide}", "--tasks", tiny_corpus,
+                          cwd=tmp_path))
+    assert f"adapter '{wide}' does not fit model '{gpt2}' (size mismatch" in msg
+    assert f"it was made for '{foreign_adapters['root'] / 'wide'}'" in msg
+    llama = foreign_adapters["llama"]
+    msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={gpt2},adapter={llama}", "--tasks", str(tiny_corpus)])
+    assert f"adapter '{llama}' does not fit model '{gpt2}'" in msg and "tiny-llama" in msg
+
+
+def test_empty_tasks_is_an_error(tmp_path):
+    msg = _one_error(_cli("run", "--tasks", "", cwd=tmp_path))
+    assert "no task given" in msg
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_plain_file_under_a_name_of_ones_own(gpt2, tmp_path, capsys, monkeypatch):
+    # Two files both called dev.jsonl: as bare paths their names collide, named by the user they do not.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _jsonl(tmp_path / "a" / "dev.jsonl", [{"text": t} for t in TINY_TEXTS[:3]])
+    _jsonl(tmp_path / "b" / "dev.jsonl", [{"body": t} for t in TINY_TEXTS[3:6]])
+    monkeypatch.chdir(tmp_path)
+    msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={gpt2}", "--tasks", "a/dev.jsonl,b/dev.jsonl"])
+    assert "given twice" in msg and "a=dir1/dev.jsonl" in msg
+    proc = _cli("run", "--model_args", f"pretrained={gpt2}", "--tasks", "mytask=a/dev.jsonl,other=b/dev.jsonl",
+                "--metrics", "matrix_entropy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(next((tmp_path / "results").rglob("results_*.json")).read_text())
+    assert {k: v["n_samples"] for k, v in out["results"].items()} == {"mytask": 3, "other": 3}
+    assert out["results"]["other"]["source"] == "b/dev.jsonl"
+
+
+def _sigint_run(argv, cwd, out, after_lines: int, delay: float = 0.5):
+    """Start the CLI as a terminal's foreground job would (its own process group, SIGINT at its default), wait
+    until `after_lines` samples are durable, then send SIGINT to the whole group, as Ctrl-C does."""
+    proc = subprocess.Popen([sys.executable, "-m", "matrixeval", *map(str, argv)], cwd=cwd, env=faults.env(delay),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while faults.stored_lines(out) < after_lines:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        if time.time() > deadline:
+            faults.kill_tree(proc.pid)
+            pytest.fail("no samples were stored in time")
+        time.sleep(0.02)
+    at_signal = faults.stored_lines(out)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err), at_signal
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_within_a_batch_says_what_is_stored_and_resumes(gpt2, tiny_corpus, tmp_path):
+    out = tmp_path / "out"
+    argv = ["run", "--model_args", f"pretrained={gpt2}", "--tasks", tiny_corpus, "--batch_size", "2",
+            "--output_path", out]
+    proc, at_signal = _sigint_run(argv, tmp_path, out, after_lines=4)
+    msg = _one_error(proc, code=130)
+    lines = faults.stored_lines(out)
+    assert lines <= at_signal + 2, "at most the batch in progress may finish after Ctrl-C"
+    found = re.search(r"interrupted: (\d+) of 20 samples of task 'tiny' are stored in '(.+)'; re-run the same "
+                      r"command to resume$", msg)
+    assert found and Path(found[2]).is_dir() and found[2].startswith(str(out)), msg
+    stored = int(found[1])
+    assert 0 < stored and lines - 1 <= stored <= lines  # the count is what the store holds (a torn line is not)
+    assert not list(out.rglob("results_*.json"))
+    again = _cli(*argv, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads(next(out.rglob("results_*.json")).read_text())["results"]["tiny"]
+    assert result["n_resumed"] == stored and result["n_samples"] == 20
+    assert f"task tiny: resumed {stored} of 20 from the store (0 torn lines recomputed)" in again.stderr
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A real 8 KiB filesystem (tmpfs; needs root and mount rights, skipped without them)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_disk_full_while_storing_names_the_folder_and_the_store_resumes(gpt2, tiny_corpus, tmp_path, tiny_disk):
+    argv = ["run", "--model_args", f"pretrained={gpt2}", "--tasks", tiny_corpus, "--batch_size", "2",
+            "--output_path", tmp_path / "out"]
+    msg = _one_error(_cli(*argv, "--store", tiny_disk / "store", cwd=tmp_path))
+    (store,) = (tiny_disk / "store").iterdir()
+    assert f"no space left on the device holding the store folder '{store}'" in msg and "re-run" in msg
+    assert not list((tmp_path / "out").rglob("results_*.json"))
+    intact = faults.stored_lines(tiny_disk)
+    assert 0 < intact < 20, "the disk must fill mid-way"
+    # The store stays consistent: moved to a disk with room, the same command resumes what it holds.
+    shutil.copytree(tiny_disk / "store", tmp_path / "roomy")
+    again = _cli(*argv, "--store", tmp_path / "roomy", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    result = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]["tiny"]
+    assert result["n_samples"] == 20 and result["n_resumed"] >= intact - 2
+
+
+def test_disk_full_in_process(monkeypatch, tmp_path):
+    """Where no tmpfs can be mounted: ENOSPC from fsync, as a full disk raises it, becomes the one line."""
+    import errno
+
+    from matrixeval.engine.store import ShardStore
+    from matrixeval.errors import MatrixEvalError
+
+    store = ShardStore(tmp_path / "s", {"k": 1})
+    store.append([{"doc_id": 0}])
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(MatrixEvalError, match=f"no space left on the device holding the store folder '{tmp_path}/s'"):
+        store.append([{"doc_id": 1}])
+    monkeypatch.undo()
+    assert set(ShardStore(tmp_path / "s", {"k": 1}).load()) >= {0}
+
+
+@pytest.mark.slow
+def test_resumed_run_says_how_much_came_from_the_store(gpt2, tiny_corpus, tmp_path):
+    argv = ["run", "--model_args", f"pretrained={gpt2}", "--tasks", tiny_corpus, "--batch_size", "2",
+            "--metrics", "matrix_entropy", "--output_path", tmp_path]
+    first = _cli(*argv, cwd=tmp_path)
+    assert first.returncode == 0 and "from the store" not in first.stderr
+    faults.tear_last_line(tmp_path)  # the last batch's second sample: that whole batch is recomputed
+    again = _cli(*argv, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "task tiny: resumed 18 of 20 from the store (1 torn lines recomputed)" in again.stderr.splitlines()
+
+
+def test_store_key_holds_torch_and_transformers_versions(gpt2, monkeypatch):
+    import transformers
+
+    from matrixeval.engine.store import config_key
+    from matrixeval.models import parse_model_args
+    from matrixeval.session import model_identity
+
+    args = parse_model_args(f"pretrained={gpt2}")
+    identity = model_identity(args)
+    assert (identity["torch"], identity["transformers"]) == (torch.__version__, transformers.__version__)
+    for module in (torch, transformers):
+        monkeypatch.setattr(module, "__version__", module.__version__ + ".post1")
+        assert config_key(model_identity(args)) != config_key(identity)
+        monkeypatch.undo()

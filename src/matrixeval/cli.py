@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from .errors import MatrixEvalError
+from .errors import Interrupted, MatrixEvalError
+from .models.args import PASS_THROUGH
 
 
 def _positive_int(text: str) -> int:
@@ -28,10 +31,14 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
     """The flags shared by `run` and every experiment."""
     p.add_argument("--model_args", default=None,
                    help="pretrained=ID_OR_PATH[,revision=R][,dtype=auto|float32|bfloat16|float16][,device_map=auto]"
-                        "[,trust_remote_code=true][,adapter=PEFT_PATH]; default: the packaged all-MiniLM-L6-v2")
+                        "[,trust_remote_code=true][,adapter=PEFT_PATH][,tokenizer=ID_OR_PATH]; passed to "
+                        f"from_pretrained: {', '.join(PASS_THROUGH)}; any other key must be an attribute of the "
+                        "model's config, which it overrides (e.g. sliding_window=512); an unknown key is an error; "
+                        "default: the packaged all-MiniLM-L6-v2")
     p.add_argument("--tasks", default=None,
-                   help="comma-separated: NAME, NAME=LOCAL_FILE, or a .jsonl/.json/.csv/.parquet/.txt file "
-                        "(default: the built-in offline task pydoc_topics); `matrixeval ls` lists names")
+                   help="comma-separated: NAME, NAME=LOCAL_FILE (a recipe on a local copy, or any new name for a "
+                        "plain file), or a .jsonl/.json/.csv/.parquet/.txt file (default: the built-in offline "
+                        "task pydoc_topics); `matrixeval ls` lists names")
     p.add_argument("--text_field", default=None, help="field holding the text, for plain files")
     p.add_argument("--layers", default="last", help="last | all | comma-separated HF hidden-state indices (0 = embeddings, -1 = last)")
     p.add_argument("--batch_size", type=_batch_size, default=8, help="samples per forward pass, or auto (halve on out-of-memory)")
@@ -135,6 +142,18 @@ COMMANDS = {"run": cmd_run, "ls": cmd_ls}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; user errors are one `matrixeval: error: ...` line (exit 2), Ctrl-C one line (exit 130)."""
+    try:
+        return _main(argv)
+    except Interrupted as err:
+        print(f"matrixeval: interrupted: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("matrixeval: interrupted; every sample stored so far is kept, and re-running the same command "
+              "resumes from them", file=sys.stderr)
+    return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.command is None:
@@ -154,6 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(a)
     except MatrixEvalError as err:
         print(f"matrixeval: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk anywhere else (an experiment's tables or plots): still one line, naming the folder.
+        folder = os.path.dirname(os.path.abspath(err.filename)) if err.filename else "the output folder"
+        print(f"matrixeval: error: no space left on the device holding {folder!r}; free space and re-run "
+              "the same command (stored samples are reused)", file=sys.stderr)
         return 2
 
 

@@ -3,3 +3,7 @@
 
 class MatrixEvalError(Exception):
     """A problem with the user's input (arguments, files, configs, models) that they can fix."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, carrying the one line to show: how much is stored and how to resume."""

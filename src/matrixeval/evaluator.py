@@ -52,7 +52,7 @@ def evaluate(
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
-    specs = parse_task_specs(tasks if tasks else DEFAULT_TASK)
+    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, limit=limit, sample_size=sample_size, sample_seed=sample_seed,
                         on_error=on_error) for spec in specs]

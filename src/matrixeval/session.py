@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import platform
+import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ from .engine.runner import BatchSizer, run_task
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
 from .metric_info import parse_metrics
-from .models import ModelArgs, load_model, parse_model_args, random_init_like, resolve_layers
+from .models import ModelArgs, load_model, model_name, parse_model_args, random_init_like, resolve_layers
+from .models.loading import ModelFacts, inspect_model
 from .results import higher_is_better as metric_directions
 from .results import json_safe, task_results, zero_valid_hint
 
@@ -52,14 +55,41 @@ def _check_batch_size(batch_size: int | str) -> int | str:
 
 
 def model_identity(args: ModelArgs) -> dict[str, Any]:
-    """The part of a store key that names the model: its arguments and its local checkpoint files' sizes and
-    mtimes, so a model retrained into the same folder gets a new key."""
+    """The part of a store key that names the model and what runs it: its arguments, its local checkpoint
+    files' sizes and mtimes (a model retrained into the same folder gets a new key), and the torch and
+    transformers versions (an upgrade can change the numbers, so it never mixes with stored ones)."""
+    import torch
+    import transformers
+
     path = Path(args.pretrained)
     files = []
     if path.is_dir():
         files = sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in path.iterdir() if f.is_file())
-    return {"model": [args.pretrained, args.revision, args.dtype, args.adapter, sorted(args.extra.items())],
-            "model_files": files}
+    return {"model": [args.pretrained, args.revision, args.dtype, args.adapter, args.tokenizer,
+                      sorted(args.extra.items())],
+            "model_files": files, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Fail now, before any model loads, when `path` cannot be (or become) a folder we write into.
+
+    Nothing is created: the nearest existing ancestor must be a folder in which a file can be made (a
+    temporary one, removed at once), so a later mkdir and write will work.
+    """
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be created: {str(existing)!r} is a file"
+        raise MatrixEvalError(f"{what} {str(path)!r} {where}; give a folder (it is created if missing)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise MatrixEvalError(
+            f"cannot write into folder {str(existing)!r} for {what} {str(path)!r} ({err.strerror}); "
+            "choose a folder you can write to"
+        ) from None
 
 
 def _docs_digest(documents: Sequence[Document]) -> str:
@@ -99,7 +129,14 @@ class Session:
         output_path: str | os.PathLike | None = "results",
         store: str | os.PathLike | None = None,
         exclude_bos: bool = False,
+        before_load: Callable[[ModelFacts], None] | None = None,
     ):
+        """Check everything that needs no weights, then load the model.
+
+        The model_args keys, metrics, layers (against the config's layer count) and the output and store
+        folders are checked from the config alone; `before_load(facts)` adds a caller's own such checks
+        (raise MatrixEvalError), so a mistake is reported in a second, not after a large model has loaded.
+        """
         self.started = time.time()
         self.batch_size = _check_batch_size(batch_size)
         if max_length < 2:
@@ -111,16 +148,26 @@ class Session:
             device = f"cuda:{self.world.local_rank}" if torch.cuda.is_available() else "cpu"
         self.model_args_text = model_args if isinstance(model_args, str) else None
         self.args = parse_model_args(model_args)
+        facts = inspect_model(self.args)
+        if metrics is None and model_args is None:
+            metrics = EMBEDDED_DEFAULT_METRICS
+        self.metrics = parse_metrics(metrics, facts.has_lm_head)
+        self.layers = resolve_layers(layers, facts.num_hidden_layers)
+        self.output_path = Path(output_path) if output_path is not None else None
+        self.run_dir = (self.output_path or Path(".")) / model_name(self.args)
+        self.store_root = Path(store) if store else (self.run_dir / "store" if output_path is not None else None)
+        if self.output_path is not None:
+            check_writable(self.output_path, "output_path")
+        if store:
+            check_writable(self.store_root, "store")
+        if before_load is not None:
+            before_load(facts)
         gpus = None
         if self.world.size > 1 and self.args.device_map is not None:
             import torch
 
             gpus = rank_gpus(self.world, torch.cuda.device_count())
-        self.lm = load_model(self.args, device, gpus=gpus)
-        if metrics is None and model_args is None:
-            metrics = EMBEDDED_DEFAULT_METRICS
-        self.metrics = parse_metrics(metrics, self.lm.has_lm_head)
-        self.layers = resolve_layers(layers, self.lm.num_hidden_layers)
+        self.lm = load_model(self.args, device, gpus=gpus, facts=facts)
         self.seed = seed
         self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
         self.max_length = min(max_length, self.lm.max_positions) if self.lm.max_positions else max_length
@@ -130,9 +177,6 @@ class Session:
             exclude_bos=exclude_bos,
             special_ids=frozenset(self.lm.tokenizer.all_special_ids),
         )
-        self.output_path = Path(output_path) if output_path is not None else None
-        self.run_dir = (self.output_path or Path(".")) / self.lm.name
-        self.store_root = Path(store) if store else (self.run_dir / "store" if output_path is not None else None)
         self.sizer = BatchSizer.parse(self.batch_size)
 
     def run(
@@ -198,6 +242,9 @@ class Session:
         if entry.get("loss_n_nonfinite"):
             logger.warning("task %s: %d samples had a NaN/Inf loss and were left out of every loss and perplexity "
                            "value (loss_n_nonfinite)", name, entry["loss_n_nonfinite"])
+        if run.n_resumed or run.n_torn:
+            print(f"task {name}: resumed {run.n_resumed} of {len(documents)} from the store "
+                  f"({run.n_torn} torn lines recomputed)", file=sys.stderr)
         entry["source"] = source
         entry["n_torn_store_lines"] = run.n_torn
         return entry, run.records
@@ -251,14 +298,31 @@ class Session:
             "total_evaluation_time_seconds": round(time.time() - self.started, 3),
         }
         if self.output_path is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S.%f")
             path = self.run_dir / f"{prefix}_{stamp}.json"
-            path.write_text(json.dumps(json_safe(out), indent=2, allow_nan=False))
-            for task, records in (per_sample or {}).items():
-                safe = task.replace("/", "__")
-                with open(self.run_dir / f"samples_{safe}_{stamp}.jsonl", "w", encoding="utf-8") as f:
-                    for r in records:
-                        f.write(json.dumps(json_safe(r)) + "\n")
+            files = {self.run_dir / f"samples_{task.replace('/', '__')}_{stamp}.jsonl":
+                     "".join(json.dumps(json_safe(r)) + "\n" for r in records)
+                     for task, records in (per_sample or {}).items()}
+            files[path] = json.dumps(json_safe(out), indent=2, allow_nan=False)  # last: it claims the run is done
+            _write_all(self.run_dir, files)
             out["results_path"] = str(path)
         return out
+
+
+def _write_all(folder: Path, files: Mapping[Path, str]) -> None:
+    """Write each file whole or not at all (temporary file, then rename); a full or unwritable disk is one
+    line naming the folder, and no partial file is left behind."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as err:
+        raise MatrixEvalError(
+            f"cannot write the results into {str(folder)!r} ({err.strerror}); free space or choose another "
+            "--output_path, then re-run the same command (stored samples are reused)"
+        ) from None

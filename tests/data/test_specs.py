@@ -26,8 +26,17 @@ def test_bare_file_with_known_extension_or_existing(tmp_path, monkeypatch):
 def test_unknown_name_fails_early_with_suggestion():
     with pytest.raises(MatrixEvalError, match="did you mean 'winogrande'"):
         parse_task_specs("pydoc_topics,winogrnade")
-    with pytest.raises(MatrixEvalError, match="did you mean 'piqa'"):
-        parse_task_specs("piq=valid.jsonl")
+
+
+def test_a_new_name_for_a_file_is_a_plain_file_with_a_warning_when_close_to_a_recipe(caplog):
+    # NAME=FILE under a name of one's own is a plain file; a name one letter off a recipe says so aloud.
+    assert parse_task_specs("mytask=a/dev.jsonl,other=b/dev.jsonl") == [
+        TaskSpec("mytask", "a/dev.jsonl"), TaskSpec("other", "b/dev.jsonl")]
+    assert "not a recipe" not in caplog.text
+    assert parse_task_specs("piq=valid.jsonl") == [TaskSpec("piq", "valid.jsonl")]
+    assert "did you mean 'piqa'" in caplog.text
+    with pytest.raises(MatrixEvalError, match="invalid task name"):
+        parse_task_specs("my task!=valid.jsonl")
 
 
 @pytest.mark.parametrize("spec", ["", " , ", []])

@@ -13,7 +13,7 @@ __all__ = ["TaskRecipe", "register_task", "get_task", "list_tasks", "task_names"
 
 Record = Mapping[str, Any]
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ _REGISTRY: dict[str, TaskRecipe] = {}
 
 def register_task(recipe: TaskRecipe) -> TaskRecipe:
     """Add `recipe` to the registry (a name may be registered once) and return it."""
-    if not _NAME.match(recipe.name):
+    if not TASK_NAME.match(recipe.name):
         raise MatrixEvalError(
             f"invalid task name {recipe.name!r}; use letters, digits, '_' and '-', starting with a letter or '_'"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,14 +11,17 @@ from typing import Sequence
 
 from ..errors import MatrixEvalError
 from .readers import FORMATS
-from .registry import get_task, task_names
+from .registry import TASK_NAME, get_task, task_names
 
 __all__ = ["TaskSpec", "parse_task_specs"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task to load: a registered recipe (`path` None), a recipe applied to a local file, or a plain file.
+    """A task to load: a registered recipe (`path` None), a recipe applied to a local file, or a plain file
+    (a bare path, named after its stem, or NAME=FILE under a name that is no recipe).
 
     A spec whose name is a registered recipe always uses that recipe, also with a `path`.
     """
@@ -34,11 +39,25 @@ def _parse_one(token: str) -> TaskSpec:
         name, _, path = (part.strip() for part in token.partition("="))
         if not name or not path:
             raise MatrixEvalError(f"task spec {token!r} is incomplete; write NAME=LOCAL_FILE, e.g. piqa=piqa.jsonl")
-        get_task(name)  # NAME=FILE applies a registered recipe: fail early on a typo
+        if name not in task_names():
+            _check_plain_name(name, path)
         return TaskSpec(name, path)
     if token not in task_names() and _looks_like_path(token):
         return TaskSpec(Path(token).stem, token)
     return TaskSpec(get_task(token).name)  # an unknown name raises here, with a suggestion
+
+
+def _check_plain_name(name: str, path: str) -> None:
+    """NAME=FILE with a name that is no recipe: a plain file under the user's name, said aloud if close to one."""
+    if not TASK_NAME.match(name):
+        raise MatrixEvalError(
+            f"invalid task name {name!r} in {name}={path}; "
+            "use letters, digits, '_' and '-', starting with a letter or '_'"
+        )
+    close = difflib.get_close_matches(name, task_names(), n=1)
+    if close:
+        logger.warning("task %r is not a recipe (did you mean %r?); reading %s as a plain file named %r",
+                       name, close[0], path, name)
 
 
 def parse_task_specs(spec: str | Sequence[str]) -> list[TaskSpec]:
@@ -56,7 +75,7 @@ def parse_task_specs(spec: str | Sequence[str]) -> list[TaskSpec]:
         if s.name in seen:
             raise MatrixEvalError(
                 f"task {s.name!r} is given twice in {', '.join(tokens)!r}; give each task once "
-                "(rename one file if two share a stem)"
+                "(two files that share a stem can be named apart: a=dir1/dev.jsonl,b=dir2/dev.jsonl)"
             )
         seen.add(s.name)
     return specs

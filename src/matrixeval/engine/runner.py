@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import Interrupted
 from ..models import LoadedModel
 from .batching import Encoded, plan_batches
 from .dist import World, gather_to_main
@@ -107,16 +108,25 @@ def run_task(
     quiet = not world.is_main or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
     bar = tqdm(total=total, desc=desc, unit="sample", disable=quiet, leave=False)
     started = time.perf_counter()
-    for batch in todo:
-        items = [encoded[j] for j in batch]
-        new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference))
-        store.append(new)
-        records.extend(new)
-        if _FAULT_DELAY:
-            time.sleep(_FAULT_DELAY)
-        n_tokens += sum(len(it.input_ids) for it in items)
-        bar.update(len(items))
-        bar.set_postfix(tok_s=f"{n_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
+    try:
+        for batch in todo:
+            items = [encoded[j] for j in batch]
+            new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference))
+            store.append(new)
+            records.extend(new)
+            if _FAULT_DELAY:
+                time.sleep(_FAULT_DELAY)
+            n_tokens += sum(len(it.input_ids) for it in items)
+            bar.update(len(items))
+            bar.set_postfix(tok_s=f"{n_tokens / max(time.perf_counter() - started, 1e-9):.0f}")
+    except KeyboardInterrupt:
+        # Ctrl-C lands between two Python steps, so at most the batch in progress is lost: every batch
+        # appended before it is durable. What the store holds is counted from the store itself, since the
+        # signal may land while a batch is being fsync'd.
+        bar.close()
+        store.close()
+        where = getattr(store, "directory", None)
+        raise Interrupted(_interrupted(desc, len(store.load()), len(encoded), where)) from None
     bar.close()
     store.close()
     gathered = gather_to_main((records, n_resumed, store.n_torn), world)
@@ -128,6 +138,13 @@ def run_task(
         n_resumed=sum(part[1] for part in gathered),
         n_torn=max(part[2] for part in gathered),
     )
+
+
+def _interrupted(task: str, n_stored: int, n_total: int, where: object) -> str:
+    if where is None:
+        return f"task {task!r} stopped; nothing is stored (no output_path or store), so a re-run starts over"
+    return (f"{n_stored} of {n_total} samples of task {task!r} are stored in {str(where)!r}; "
+            "re-run the same command to resume")
 
 
 __all__ = ["AUTO_START", "BatchSizer", "TaskRun", "run_task"]

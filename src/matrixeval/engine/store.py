@@ -8,6 +8,7 @@ its payload, so a torn last write is detected and that sample is recomputed, nev
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from ..errors import MatrixEvalError
 
 
 def config_key(config: Mapping[str, Any]) -> str:
@@ -48,12 +51,16 @@ class ShardStore:
 
     def __init__(self, directory: Path, config: Mapping[str, Any]):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         meta = self.directory / "config.json"
-        if not meta.exists():
-            tmp = meta.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(config, sort_keys=True, indent=1, default=str))
-            os.replace(tmp, meta)
+        tmp = meta.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not meta.exists():
+                tmp.write_text(json.dumps(config, sort_keys=True, indent=1, default=str))
+                os.replace(tmp, meta)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise self._disk_error(err) from None
         writer = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
         self._path = self.directory / f"{writer}.jsonl"
         self._file = None
@@ -75,11 +82,36 @@ class ShardStore:
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Write a batch's records and make them durable before returning."""
-        if self._file is None:
-            self._file = open(self._path, "a", encoding="utf-8", newline="")
-        self._file.write("".join(_line(r) for r in records))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            if self._file is None:
+                self._file = open(self._path, "a", encoding="utf-8", newline="")
+            self._file.write("".join(_line(r) for r in records))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            # A partly written line fails its CRC on the next load and is recomputed; earlier lines are intact.
+            self._abandon()
+            raise self._disk_error(err) from None
+
+    def _abandon(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the same write error again, from the buffer's last flush
+            self._file = None
+
+    def _disk_error(self, err: OSError) -> Exception:
+        """One line naming the store folder for a full or unwritable disk; any other OSError as it is."""
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return MatrixEvalError(
+                f"no space left on the device holding the store folder {str(self.directory)!r}; free space "
+                "(or pass --store on another disk) and re-run the same command: stored samples are kept and reused"
+            )
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return MatrixEvalError(f"cannot write into the store folder {str(self.directory)!r} ({err.strerror}); "
+                                   "pass --store with a folder you can write to")
+        return err
 
     def close(self) -> None:
         if self._file is not None:

@@ -109,7 +109,7 @@ def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str
 def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str = DEFAULT_TASK,
                limit: int | None | str = "options") -> list[Task]:
     """Load every task named in `tasks` (default `default`); `limit` overrides the options' limit."""
-    specs = parse_task_specs(tasks if tasks else default)
+    specs = parse_task_specs(default if tasks is None else tasks)
     lim = opts.limit if limit == "options" else limit
     return [load_task(s, text_field=opts.text_field, limit=lim, sample_size=opts.sample_size,
                       sample_seed=opts.sample_seed, on_error=opts.on_error) for s in specs]

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MatrixEvalError
 
-__all__ = ["DTYPES", "ModelArgs", "default_model_path", "parse_model_args"]
+__all__ = ["DTYPES", "KNOWN_KEYS", "PASS_THROUGH", "ModelArgs", "default_model_path", "parse_model_args", "split_extra"]
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 _KEY_ALIASES = {"torch_dtype": "dtype", "peft": "adapter"}
+# Keys handed to `from_pretrained` as they are (with their types); any other extra key must name an attribute
+# of the model's config (e.g. attn_implementation, rope_scaling, sliding_window), which then overrides it.
+PASS_THROUGH: dict[str, type] = {
+    "attn_implementation": str,
+    "subfolder": str,
+    "variant": str,
+    "use_safetensors": bool,
+    "cache_dir": str,
+    "local_files_only": bool,
+    "low_cpu_mem_usage": bool,
+    "offload_folder": str,
+}
+KNOWN_KEYS = ("pretrained", "revision", "dtype", "device_map", "trust_remote_code", "adapter", "tokenizer")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -27,6 +42,7 @@ class ModelArgs:
     device_map: str | None = None
     trust_remote_code: bool = False
     adapter: str | None = None
+    tokenizer: str | None = None  # a tokenizer from elsewhere, for a checkpoint folder saved without one
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -50,7 +66,8 @@ def parse_model_args(spec: str | Mapping[str, Any] | None) -> ModelArgs:
     """Parse ``"pretrained=ID,dtype=bfloat16,trust_remote_code=true"`` (or a mapping) into :class:`ModelArgs`.
 
     ``None`` or an empty spec selects the packaged all-MiniLM-L6-v2. Aliases: ``torch_dtype`` for ``dtype``,
-    ``peft`` for ``adapter``; ``bf16``/``fp16``/``fp32`` for the dtypes. Unknown keys go to ``extra`` as strings.
+    ``peft`` for ``adapter``; ``bf16``/``fp16``/``fp32`` for the dtypes. Other keys go to ``extra`` as strings
+    (checked against the model's config by :func:`split_extra` when it loads).
 
     Example:
         >>> parse_model_args("pretrained=gpt2,dtype=bf16").dtype
@@ -71,6 +88,7 @@ def parse_model_args(spec: str | Mapping[str, Any] | None) -> ModelArgs:
         "device_map": items.pop("device_map", None),
         "trust_remote_code": _bool(items.pop("trust_remote_code", "false"), "trust_remote_code"),
         "adapter": items.pop("adapter", None),
+        "tokenizer": items.pop("tokenizer", None),
     }
     return ModelArgs(**known, extra=items)
 
@@ -131,3 +149,46 @@ def _nonempty(value: str, key: str) -> str:
 
 def _show(spec: Any) -> str:
     return repr(spec) if isinstance(spec, str) else repr(dict(spec))
+
+
+def split_extra(args: ModelArgs, config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``args.extra`` as (keyword arguments for ``from_pretrained``, overrides of ``config``), values typed.
+
+    A key that is neither matrixeval's, nor in :data:`PASS_THROUGH`, nor an attribute of the config is an error
+    with the closest known key (so ``dtpye=bfloat16`` cannot silently run in float32).
+    """
+    config_keys = set(config.to_dict())
+    kwargs: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    for key, value in args.extra.items():
+        if key in PASS_THROUGH:
+            kwargs[key] = _typed(value, PASS_THROUGH[key], key)
+        elif key in config_keys:
+            current = getattr(config, key, None)
+            overrides[key] = _typed(value, type(current) if current is not None else None, key)
+        else:
+            known = [*KNOWN_KEYS, *PASS_THROUGH]
+            close = difflib.get_close_matches(key, [*known, *sorted(config_keys)], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise MatrixEvalError(
+                f"unknown model_args key {key!r}; {hint}known keys: {', '.join(known)}, "
+                "or any attribute of the model's config (see --help)"
+            )
+    return kwargs, overrides
+
+
+def _typed(value: str, kind: type | None, key: str) -> Any:
+    """A model_args string as the type the receiving side expects (JSON for lists, dicts and unset values)."""
+    if kind is bool:
+        return _bool(value, key)
+    if kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            raise MatrixEvalError(f"{key}={value!r} in model_args is not a number; give a {kind.__name__}") from None
+    if kind is str:
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -6,18 +6,21 @@ import copy
 import os
 import re
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import MatrixEvalError
-from .args import ModelArgs, default_model_path
+from .args import ModelArgs, default_model_path, split_extra
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LoadedModel", "load_model", "model_name", "n_params_non_embedding", "random_init_like", "unwrap"]
+__all__ = ["LoadedModel", "ModelFacts", "inspect_model", "load_model", "model_name", "n_params_non_embedding",
+           "random_init_like", "unwrap"]
 
 _DEFAULT_NAME = "sentence-transformers__all-MiniLM-L6-v2"
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
@@ -42,19 +45,45 @@ class LoadedModel:
     bos_token_id: int | None
 
 
-def load_model(args: ModelArgs, device: str | None = None, *, gpus: list[int] | None = None) -> LoadedModel:
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model's config tells before any weight is read, so that every check that needs no weights can
+    run before a large model spends minutes loading."""
+
+    config: PretrainedConfig  # with the config overrides of model_args applied
+    has_lm_head: bool
+    num_hidden_layers: int
+    max_positions: int | None
+    load_kwargs: dict[str, Any] = field(default_factory=dict)  # model_args passed through to from_pretrained
+
+
+def inspect_model(args: ModelArgs) -> ModelFacts:
+    """Read the config (and the adapter's config), check the model_args keys against it, and describe the model."""
+    config = load_config(args)
+    kwargs, overrides = split_extra(args, config)
+    config.update(overrides)
+    if args.adapter:
+        _adapter_config(args)
+    text = _text_config(config)
+    return ModelFacts(config, _is_causal_lm(config, args.pretrained), int(text.num_hidden_layers),
+                      _max_positions(text), kwargs)
+
+
+def load_model(
+    args: ModelArgs, device: str | None = None, *, gpus: list[int] | None = None, facts: ModelFacts | None = None
+) -> LoadedModel:
     """Load ``args.pretrained`` (plus an optional PEFT adapter) in eval mode on ``device``.
 
     Causal LMs load with ``AutoModelForCausalLM``, encoders with ``AutoModel``. ``device`` defaults to CUDA when
     available; it is ignored when ``args.device_map`` places the model (accelerate), which then spreads it
-    over ``gpus`` only when given (one data-parallel rank's share of the node).
+    over ``gpus`` only when given (one data-parallel rank's share of the node). The tokenizer loads before the
+    weights, so a folder saved without one fails at once. `facts`: from :func:`inspect_model`, if already read.
     """
     target = resolve_device(device) if args.device_map is None else None
-    config = load_config(args)
-    causal = _is_causal_lm(config, args.pretrained)
-    model = ready(_load_weights(args, causal, gpus), args, target)
+    facts = facts or inspect_model(args)
     tokenizer = _load_tokenizer(args)
-    return _describe(model, tokenizer, args, model_name(args), has_lm_head=causal)
+    model = ready(_load_weights(args, facts.has_lm_head, gpus, facts), args, target)
+    return _describe(model, tokenizer, args, model_name(args), has_lm_head=facts.has_lm_head)
 
 
 def ready(model: torch.nn.Module, args: ModelArgs, target: torch.device | None) -> torch.nn.Module:
@@ -134,9 +163,10 @@ def resolve_device(device: str | None) -> torch.device:
 def load_config(args: ModelArgs) -> PretrainedConfig:
     from transformers import AutoConfig
 
+    where = {k: args.extra[k] for k in ("subfolder", "cache_dir") if k in args.extra}
     try:
         return AutoConfig.from_pretrained(
-            args.pretrained, revision=args.revision, trust_remote_code=args.trust_remote_code
+            args.pretrained, revision=args.revision, trust_remote_code=args.trust_remote_code, **where
         )
     except (OSError, ValueError) as err:
         raise not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
@@ -182,12 +212,17 @@ def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
     return value if isinstance(value, tuple) else (value,)
 
 
-def _load_weights(args: ModelArgs, causal: bool, gpus: list[int] | None = None) -> PreTrainedModel:
+def _load_weights(
+    args: ModelArgs, causal: bool, gpus: list[int] | None = None, facts: ModelFacts | None = None
+) -> PreTrainedModel:
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoModelForCausalLM
 
     auto = AutoModelForCausalLM if causal else AutoModel
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     kwargs = {dtype_key(): dtype, "revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    if facts is not None:
+        kwargs.update(facts.load_kwargs, config=facts.config)
     if args.device_map is not None:
         kwargs["device_map"] = args.device_map
         if gpus is not None:
@@ -197,8 +232,46 @@ def _load_weights(args: ModelArgs, causal: bool, gpus: list[int] | None = None) 
             kwargs["max_memory"] = {k: v for k, v in get_max_memory().items() if k in gpus or k == "cpu"}
     try:
         return auto.from_pretrained(args.pretrained, **kwargs)
+    except SafetensorError as err:
+        raise corrupt_weights(args, err) from None
     except (OSError, ValueError) as err:
         raise not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
+
+
+def corrupt_weights(args: ModelArgs, err: Exception) -> MatrixEvalError:
+    """The one line for a weights file safetensors cannot read (a download cut short, a save interrupted)."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    bad = _unreadable_safetensors(_local_dir(args))
+    what = f"weights file {str(bad)!r}" if bad else f"a weights file of model {args.pretrained!r}"
+    return MatrixEvalError(f"{what} is incomplete or corrupt ({reason}); download it again or re-save the model")
+
+
+def _local_dir(args: ModelArgs) -> Path | None:
+    """The folder holding the checkpoint's files: the path given, or its snapshot in the HF cache."""
+    path = Path(os.path.expanduser(args.pretrained))
+    if not path.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(args.pretrained, revision=args.revision, local_files_only=True))
+        except Exception:  # not cached, or not a Hub ID: the message then names the model instead
+            return None
+    sub = args.extra.get("subfolder")
+    return path / sub if sub else path
+
+
+def _unreadable_safetensors(folder: Path | None) -> Path | None:
+    if folder is None:
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError):
+            return file
+    return None
 
 
 def dtype_key() -> str:
@@ -209,29 +282,70 @@ def dtype_key() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def attach_adapter(model: PreTrainedModel, args: ModelArgs) -> torch.nn.Module:
-    from peft import PeftModel
+def _adapter_config(args: ModelArgs) -> Any:
+    """The adapter's PEFT config (a small JSON file: read before the base model's weights), checked."""
+    from peft import PeftConfig
 
     try:
-        wrapped = PeftModel.from_pretrained(model, args.adapter)
+        config = PeftConfig.from_pretrained(args.adapter)
     except (OSError, ValueError) as err:
         raise not_loadable("adapter", args.adapter, err, False) from err
-    if wrapped.active_peft_config.is_prompt_learning:
+    if config.is_prompt_learning:
         raise MatrixEvalError(
             f"adapter {args.adapter!r} is a prompt-learning adapter; only weight adapters such as LoRA are supported"
         )
-    return wrapped
+    return config
+
+
+def attach_adapter(model: PreTrainedModel, args: ModelArgs) -> torch.nn.Module:
+    from peft import PeftModel
+
+    base_of_adapter = _adapter_config(args).base_model_name_or_path
+    try:
+        with warnings.catch_warnings():
+            # peft asks transformers a deprecated question on every load; the user can do nothing about it.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            return PeftModel.from_pretrained(model, args.adapter)
+    except (RuntimeError, ValueError, KeyError) as err:
+        # A size mismatch (RuntimeError) or target modules the model lacks (ValueError): another base model.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = next((line for line in lines if "size mismatch" in line), lines[0])
+        made_for = f"it was made for {base_of_adapter!r}" if base_of_adapter else "it was made for another model"
+        raise MatrixEvalError(
+            f"adapter {args.adapter!r} does not fit model {args.pretrained!r} ({reason[:240]}); {made_for}: "
+            "load it on the base model it was trained on"
+        ) from None
+    except OSError as err:
+        raise not_loadable("adapter", args.adapter, err, False) from err
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt",
+                    "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
+def _no_tokenizer(source: str) -> MatrixEvalError:
+    return MatrixEvalError(
+        f"no tokenizer found in {source!r}; pass tokenizer=ID_OR_PATH in --model_args (e.g. the base model it was "
+        "trained from), or save one into the folder with tokenizer.save_pretrained(...)"
+    )
 
 
 def _load_tokenizer(args: ModelArgs) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
+    source = args.tokenizer or args.pretrained
+    folder = Path(os.path.expanduser(source))
+    if folder.is_dir() and not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise _no_tokenizer(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            args.pretrained, revision=args.revision, trust_remote_code=args.trust_remote_code
+            source, revision=args.revision if args.tokenizer is None else None,
+            trust_remote_code=args.trust_remote_code,
         )
     except (OSError, ValueError) as err:
-        raise not_loadable("tokenizer", args.pretrained, err, args.trust_remote_code) from err
+        raise not_loadable("tokenizer", source, err, args.trust_remote_code) from err
+    if not tokenizer("the cat sat on the mat .", add_special_tokens=False)["input_ids"]:
+        raise _no_tokenizer(source)  # transformers builds an empty tokenizer from a bare config
     if tokenizer.pad_token is None:
         fallback = next((t for t in ("eos_token", "bos_token", "unk_token", "sep_token") if getattr(tokenizer, t)), None)
         if fallback is None:
