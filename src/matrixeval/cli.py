@@ -127,14 +127,17 @@ def cmd_ls(a: argparse.Namespace) -> int:
     from .data import list_tasks
     from .metric_info import METRICS
 
+    tasks = list_tasks()
     print("tasks:")
-    for t in list_tasks():
+    width = max(len(t.name) for t in tasks)
+    for t in tasks:
         where = "built-in" if t.builtin else (t.hf_path or "local file")
-        print(f"  {t.name:<14} reads {', '.join(t.fields):<40} from {where}: {t.description}")
+        print(f"  {t.name:<{width}} reads {', '.join(t.fields):<40} from {where}: {t.description}")
     print("metrics:")
+    width = max(len(name) for name in METRICS)
     for m in METRICS.values():
         arrow = "higher is better" if m.higher_is_better else "lower is better"
-        print(f"  {m.name:<19} reads {m.reads:<55} {arrow}: {m.description}")
+        print(f"  {m.name:<{width}} reads {m.reads:<55} {arrow}: {m.description}")
     return 0
 
 
