@@ -123,7 +123,7 @@ def prompt_experiment(
     ``average_delta``) on rank 0 and None elsewhere.
     """
     opts = common.options(common_options)
-    prompts = _named(prompts)
+    prompts = named_prompts(prompts)
     loaded = common.load_tasks(tasks, opts)  # data first: a bad file fails before a large model loads
     session = common.open_session(model_args, metrics, opts)
     layer = str(max(session.layers))
@@ -163,7 +163,8 @@ def prompt_experiment(
                          prompts=dict(prompts), average=average, average_delta=average_delta)
 
 
-def _named(prompts: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+def named_prompts(prompts: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    """{name: text} from a mapping, a list of texts (named prompt1, prompt2, ...) or None (the paper's three)."""
     if prompts is None:
         return dict(PAPER_PROMPTS)
     named = dict(prompts) if isinstance(prompts, Mapping) else {f"prompt{i + 1}": p for i, p in enumerate(prompts)}
