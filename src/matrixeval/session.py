@@ -95,7 +95,8 @@ def check_writable(path: Path, what: str) -> None:
 def _docs_digest(documents: Sequence[Document]) -> str:
     h = hashlib.sha256()
     for doc in documents:
-        h.update(f"{doc.doc_id}\0{doc.context}\0{doc.text}\0".encode())
+        context = "\0" if doc.context is None else f"\1{doc.context}\0"  # plain vs continuation after a context
+        h.update(f"{doc.doc_id}\0{context}{doc.text}\0".encode())
     return h.hexdigest()
 
 

@@ -8,7 +8,7 @@ from matrixeval.errors import MatrixEvalError
 
 EXPECTED = {
     "pydoc_topics", "dolly", "wikipedia", "openwebtext2", "hh_rlhf", "openbookqa", "winogrande", "piqa",
-    "openorca", "alpaca", "wizard", "alpaca_eval", "arena_hard",
+    "openorca", "openorca_system", "alpaca", "wizard", "alpaca_eval", "arena_hard",
     "wikipedia_reference", "openwebtext2_reference",
 }
 

@@ -12,13 +12,16 @@ EXPERIMENTS = {
     "sentence-ops": ["Fig. 3", "reverse_order", "reverse_words", "shuffle_reverse_words", "<metric>_delta",
                      "<metric>_delta_stderr", "(default: base,shuffle,reverse_words,shuffle_reverse_words",
                      "Default --tasks: pydoc_topics", "95% bootstrap interval"],
-    "prompt": ["Table 3", "OpenOrca", "mean_matrix_tokens", "<metric>_delta"],
+    "prompt": ["Table 3", "OpenOrca", "mean_matrix_tokens", "<metric>_delta", "Help as much as you can.",
+               "User will you give you a task.", "openorca_system"],
     "adapter": ["Table 2", "<metric>_base", "<metric>_adapter"],
     "sampling": ["Table 7", "Table 5", "<metric>_mean", "<metric>_std", "FRESH", "whole corpus", "--sample_seed",
                  "(default: 10,50,100)", "capped", "Default --tasks: pydoc_topics", "SIZE:N"],
-    "timing": ["Tables 1 and 6", "reference_s", "reference_over_nuclear", "max_abs_diff"],
+    "timing": ["Tables 1 and 6", "reference_s", "reference_over_nuclear", "max_abs_diff", "--end_to_end",
+               "end_to_end_matrixeval_s", "(default: 32)"],
     "benchmark": ["Table 1", "accuracy", "acc_norm", "n_questions"],
-    "responses": ["§6", "mean_response_tokens", "n_skipped"],
+    "responses": ["§6", "Table 2", "mean_response_tokens", "n_skipped", "(default: alpaca_eval,arena_hard)",
+                  "temperature 0.7", "--score_context", "tokenised alone"],
 }
 
 

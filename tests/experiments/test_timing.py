@@ -4,10 +4,14 @@ import json
 
 import pytest
 
+import torch
+from transformers import AutoModel, AutoTokenizer
+
 from matrixeval.cli import main
 from matrixeval.experiments.timing import timing_experiment
+from tests.metrics import reference as ref
 
-from .conftest import check_outputs
+from .conftest import check_outputs, read_jsonl
 
 COLUMNS = ["task", "n_docs", "mean_tokens", "hidden_size", "reference_s", "matrix_entropy_s", "nuclear_norm_s",
            "reference_over_entropy", "reference_over_nuclear", "entropy_over_nuclear", "max_abs_diff"]
@@ -23,6 +27,37 @@ def test_reports_seconds_ratios_and_agreement(gpt2_path, tiny_corpus, tmp_path):
     assert row["max_abs_diff"] < 1e-4  # float32 SVD vs float64 eigensolver on the same tensors
     ours = timing_experiment(f"pretrained={gpt2_path}", str(tiny_corpus), limit=6, output_path=None)["table"][0]
     assert ours["matrix_entropy"] == row["matrix_entropy"]  # the metric values do not depend on the timing
+
+
+END_TO_END = ["end_to_end_reference_entropy_s", "end_to_end_reference_nuclear_s", "end_to_end_matrixeval_s",
+              "end_to_end_entropy_over_nuclear", "end_to_end_entropy_over_matrixeval",
+              "end_to_end_nuclear_over_matrixeval", "end_to_end_max_abs_diff"]
+
+
+def test_end_to_end_pipelines_agree_with_an_independent_forward(llama_path, tiny_corpus, tmp_path):
+    out = timing_experiment(f"pretrained={llama_path}", str(tiny_corpus), limit=5, repeats=2, batch_size=2,
+                            end_to_end=True, output_path=tmp_path)
+    check_outputs(out, COLUMNS + END_TO_END)
+    row = out["table"][0]
+    assert all(row[c] > 0 for c in END_TO_END[:3])
+    assert row["end_to_end_entropy_over_matrixeval"] == pytest.approx(
+        row["end_to_end_reference_entropy_s"] / row["end_to_end_matrixeval_s"])
+    assert row["end_to_end_nuclear_over_matrixeval"] == pytest.approx(
+        row["end_to_end_reference_nuclear_s"] / row["end_to_end_matrixeval_s"])
+    values = out["end_to_end_values"]["tiny"]
+    assert values["doc_id"] == list(range(5))
+    # each document's entropy, from a forward of its own and a float64 d×d eigensolve, written here
+    tok = AutoTokenizer.from_pretrained(llama_path)
+    model = AutoModel.from_pretrained(llama_path).eval()
+    for text, ref_value, ours in zip([r["text"] for r in read_jsonl(tiny_corpus)], values["reference_entropy"],
+                                     values["matrixeval_entropy"]):
+        with torch.no_grad():
+            hidden = model(torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0]
+        expected = ref.matrix_entropy(hidden)
+        assert ours == pytest.approx(expected, abs=1e-6)
+        assert ref_value == pytest.approx(expected, abs=1e-4)  # the reference's float32 SVD
+    assert row["end_to_end_max_abs_diff"] < 1e-4
+    assert not list(tmp_path.rglob("store"))  # the timed runs leave no store behind
 
 
 def test_cli_on_minilm(tmp_path, capsys):

@@ -22,6 +22,7 @@ __all__ = [
     "winogrande_text",
     "piqa_qa",
     "openorca_qa",
+    "openorca_system_qa",
     "alpaca_qa",
     "wizard_qa",
     "alpaca_eval_qa",
@@ -140,7 +141,13 @@ def _nonempty_join(*parts: str) -> str:
     return "\n".join(p for p in parts if p)
 
 
+# openorca: the question alone (the prompt experiment adds prompts of its own); the record's system prompt is
+# kept apart, and openorca_system_qa puts it back in front of the question.
 def openorca_qa(record: Record) -> QA:
+    return get(record, "question"), get(record, "response")
+
+
+def openorca_system_qa(record: Record) -> QA:
     return _nonempty_join(get(record, "system_prompt"), get(record, "question")), get(record, "response")
 
 

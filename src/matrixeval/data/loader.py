@@ -44,7 +44,8 @@ class Document:
     record: Mapping[str, Any]  # the raw source record
     # Text read before `text` as context only: its tokens condition the model but enter no metric
     # (a prompt before a QA pair, an instruction before a response, a question before a choice).
-    context: str = ""
+    # None: a plain document. A string, even "": `text` is a continuation whose tokens alone are measured.
+    context: str | None = None
 
 
 @dataclass

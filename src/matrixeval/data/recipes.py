@@ -105,10 +105,18 @@ RECIPES = (
     ),
     TaskRecipe(
         name="openorca",
-        description="OpenOrca: system prompt, question and response joined by newlines",
+        description="OpenOrca: system prompt, question and response joined by newlines (QA: question, response)",
         fields=("system_prompt", "question", "response"),
-        to_text=f.from_qa(f.openorca_qa, "\n"),
+        to_text=f.from_qa(f.openorca_system_qa, "\n"),
         to_qa=f.openorca_qa,
+        hf_path="Open-Orca/OpenOrca",
+    ),
+    TaskRecipe(
+        name="openorca_system",
+        description="OpenOrca as openorca, but its QA's question starts with the record's own system prompt",
+        fields=("system_prompt", "question", "response"),
+        to_text=f.from_qa(f.openorca_system_qa, "\n"),
+        to_qa=f.openorca_system_qa,
         hf_path="Open-Orca/OpenOrca",
     ),
     TaskRecipe(

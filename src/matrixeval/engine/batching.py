@@ -23,25 +23,26 @@ class Encoded:
     input_ids: tuple[int, ...]
     truncated: bool
     span_start: int = 0  # tokens before this index are context: in the model's input, in no metric
+    span_stop: int | None = None  # tokens from this index on (trailing special tokens) are in no metric either
 
 
 def encode(tokenizer, documents: Sequence[Document], max_length: int) -> list[Encoded]:
     """Tokenise every document (special tokens as the model expects them), truncating at max_length.
 
-    A document with `context` is encoded as lm-evaluation-harness does for a continuation: context with
-    special tokens, then the text's tokens without them, so the boundary between the two is exact.
+    A document with a `context` (an empty one included) is a continuation: the tokenizer's leading special
+    tokens (e.g. BOS, [CLS]), then the context's tokens, then the text's tokens, each tokenised without special
+    tokens, then any trailing special tokens (e.g. [SEP]); only the text's tokens are measured. So the measured
+    tokens are the same whatever the context, and a causal LM reads exactly what lm-evaluation-harness feeds
+    for a continuation (context with the tokenizer's BOS, then the text).
     """
     out = []
-    plain = [doc for doc in documents if not doc.context]
+    plain = [doc for doc in documents if doc.context is None]
     full = tokenizer([d.text for d in plain], add_special_tokens=True, truncation=False, verbose=False,
                      return_attention_mask=False)["input_ids"] if plain else []
     by_id = {doc.doc_id: ids for doc, ids in zip(plain, full)}
     for doc in documents:
-        if doc.context:
-            ctx = tokenizer(doc.context, add_special_tokens=True)["input_ids"]
-            ids = ctx + tokenizer(doc.text, add_special_tokens=False, verbose=False)["input_ids"]
-            cut = len(ids) > max_length
-            out.append(Encoded(doc.doc_id, tuple(ids[:max_length]), cut, span_start=len(ctx)))
+        if doc.context is not None:
+            out.append(_continuation(tokenizer, doc, max_length))
             continue
         ids = by_id[doc.doc_id]
         cut = len(ids) > max_length
@@ -49,6 +50,28 @@ def encode(tokenizer, documents: Sequence[Document], max_length: int) -> list[En
             ids = tokenizer(doc.text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
         out.append(Encoded(doc.doc_id, tuple(ids), cut))
     return out
+
+
+def special_affixes(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after `text` (e.g. [BOS] and [], or [CLS] and [SEP])."""
+    bare = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    wrapped = tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"]
+    for start in range(len(wrapped) - len(bare) + 1):
+        if wrapped[start : start + len(bare)] == bare:
+            return wrapped[:start], wrapped[start + len(bare) :]
+    return tokenizer("", add_special_tokens=True)["input_ids"], []  # specials that re-tokenise the text: lead only
+
+
+def _continuation(tokenizer, doc: Document, max_length: int) -> Encoded:
+    text = tokenizer(doc.text, add_special_tokens=False, verbose=False)["input_ids"]
+    ctx = tokenizer(doc.context, add_special_tokens=False, verbose=False)["input_ids"] if doc.context else []
+    lead, trail = special_affixes(tokenizer, doc.text or doc.context)
+    head = lead + ctx
+    room = max(max_length - len(head) - len(trail), 0)
+    cut = len(text) > room
+    ids = head + text[:room] + trail
+    return Encoded(doc.doc_id, tuple(ids[:max_length]), cut, span_start=len(head),
+                   span_stop=min(len(head) + min(len(text), room), max_length))
 
 
 def plan_batches(items: Sequence[Encoded], batch_size: int) -> list[list[int]]:
@@ -60,7 +83,7 @@ def plan_batches(items: Sequence[Encoded], batch_size: int) -> list[list[int]]:
 def collate(items: Sequence[Encoded], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded input ids, attention mask and span mask (B, N_max) on `device`.
 
-    The span mask is true on real tokens at or after each sample's span_start: the tokens metrics read.
+    The span mask is true on real tokens from each sample's span_start up to its span_stop: the tokens metrics read.
     """
     width = max(len(it.input_ids) for it in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
@@ -69,5 +92,5 @@ def collate(items: Sequence[Encoded], pad_id: int, device: torch.device) -> tupl
     for row, it in enumerate(items):
         ids[row, : len(it.input_ids)] = torch.tensor(it.input_ids, dtype=torch.long)
         mask[row, : len(it.input_ids)] = 1
-        span[row, it.span_start : len(it.input_ids)] = True
+        span[row, it.span_start : len(it.input_ids) if it.span_stop is None else it.span_stop] = True
     return ids.to(device), mask.to(device), span.to(device)

@@ -1,31 +1,44 @@
-"""Generate each model's responses to instruction prompts and score the responses only (Matrix Nuclear-Norm §6).
+"""Generate each model's responses to instruction prompts and score the responses (Matrix Nuclear-Norm §5.3.3,
+Table 2, and §6).
 
 Prompts: the instructions of --tasks (default alpaca_eval,arena_hard; offline, give local copies as
 alpaca_eval=alpaca_eval.jsonl, arena_hard=question.jsonl): the recipe's question where it has one (AlpacaEval's
-instruction), else the document text (Arena-Hard's first turn). Each instruction is fed as a single user turn
-through the tokenizer's chat template when it has one (with the generation prompt), else as it is. Generation
-is greedy by default, or sampled with --sample --temperature --top_p, seeded by --seed (each batch of
---batch_size prompts draws from its own seed, so a resumed run gives the same responses); at most
---max_new_tokens new tokens, fewer where the model's position limit or --max_length leaves less room (a prompt
-that leaves none is skipped and counted). Responses are saved, one JSON object per line (doc_id, instruction,
-prompt, response, n_new_tokens), to <output_path>/<model>/responses_<task>.jsonl as they are generated, and a
-re-run with the same settings reuses them. --responses FILE scores existing responses instead (JSONL with
-instruction or prompt, and response or output, e.g. AlpacaEval model outputs; task named after the file;
---limit keeps the first N).
+instruction, OpenOrca's question), else the document text (Arena-Hard's first turn). Each instruction is fed as
+a single user turn through the tokenizer's chat template when it has one (with the generation prompt), else as
+it is. --system_prompt builtin (the three prompts of `experiment prompt`) or FILE (the same formats as its
+--prompts) generates every response once without a system prompt (row "none") and once with each prompt, as a
+system turn of the chat template (templates that refuse a system role, and tokenizers without a template, get
+the prompt and a newline in front of the instruction). Generation is greedy by default, or sampled with --sample
+--temperature --top_p --top_k, seeded by --seed (each batch of --batch_size prompts draws from its own seed, so a
+resumed run gives the same responses); at most --max_new_tokens new tokens (default 256), fewer where the model's
+position limit or --max_length leaves less room (a prompt that leaves none is skipped and counted). --preset
+reference sets what the reference code (MLGroupJLU/MatrixNuclearNorm, code/vllm_inference.py) uses: sampling at
+temperature 0.7, top_p 1, no top-k cut, 1000 new tokens (flags given explicitly still win). Responses are
+saved, one JSON object per line (doc_id, instruction, system_prompt, prompt, response, n_new_tokens), to
+<output_path>/<model>/responses_<task>[__<prompt>].jsonl as they are generated, and a re-run with the same
+settings reuses them. --responses FILE scores existing responses instead (JSONL with instruction or prompt, and
+response or output, e.g. AlpacaEval model outputs; task named after the file; --limit keeps the first N).
 
-Scoring: each response is a document whose context is the prompt as fed, so only the response's tokens enter
-the matrix and the loss (variant "<task>", stored, resumable, data-parallel like `run`). Encoders cannot
-generate; they can score given responses with --metrics matrix_entropy,nuclear_norm. To rank several models,
-run this per model and pass the JSON files to `matrixeval compare --rank nuclear_norm`.
+Scoring (--score_context, default none): "none" tokenises each response alone, with the tokenizer's own special
+tokens (e.g. BOS), and measures all of them, as the reference code (code/MNN.py: tokenizer(response), one
+forward, every token in the matrix); "prompt" feeds the prompt as fed at generation as context, so the model
+reads the response in the context it was written in, and only the response's tokens (no BOS) enter the matrix
+and the loss. Either way a variant "<task>" (or "<task>/<prompt>") is stored, resumable and data-parallel like
+`run`. Encoders cannot generate; they can score given responses with --metrics matrix_entropy,nuclear_norm
+(--model_args has no default for generating: pass a causal LM). To rank several models, run this per model and
+pass the JSON files to `matrixeval compare --rank nuclear_norm` (lower is better).
 
 Output columns (table .md/.csv next to responses_<timestamp>.json, and the "table" key of the JSON):
   task                  the task
+  system_prompt         (with --system_prompt) "none" or the prompt's name
   n_responses           responses scored (empty and skipped ones are not)
   n_skipped             prompts that left no room to generate, and empty responses
-  mean_response_tokens  mean tokens per response (the tokens in each matrix)
-  <metric>              the metric on the response tokens (default matrix_entropy, nuclear_norm, loss)
+  mean_response_tokens  mean tokens in each matrix (with --score_context none: the response's tokens and the
+                        tokenizer's special tokens; with prompt: the response's tokens only)
+  <metric>              the metric on those tokens (default matrix_entropy, nuclear_norm, loss)
   <metric>_stderr       its standard error over responses
-The JSON's "generation" section records how the responses were made and where they were saved.
+The JSON's "generation" section records how the responses were made, how they were scored and where they
+were saved; "system_prompts" holds every system prompt's text.
 """
 
 from __future__ import annotations
@@ -41,40 +54,106 @@ from ..data import Document
 from ..errors import MatrixEvalError
 from . import _common as common
 
-DESCRIPTION = "generate responses to alpaca_eval / arena_hard prompts and score the response tokens (seed 003 §6)"
+DESCRIPTION = ("generate responses (optionally under system prompts) and score them like the reference code "
+               "(seed 003 §5.3.3 Table 2, §6)")
 DEFAULT_TASKS = "alpaca_eval,arena_hard"
 DEFAULT_METRICS = "matrix_entropy,nuclear_norm,loss"
 AUTO_GENERATION_BATCH = 8
+SCORE_CONTEXTS = ("none", "prompt")
+NO_PROMPT = "none"
+# What code/vllm_inference.py of MLGroupJLU/MatrixNuclearNorm passes to vLLM (SamplingParams(temperature=0.7,
+# max_tokens=1000); vLLM's defaults leave top_p at 1 and top-k off).
+PRESETS = {"reference": {"sample": True, "temperature": 0.7, "top_p": 1.0, "top_k": 0, "max_new_tokens": 1000}}
+DEFAULTS = {"sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50, "max_new_tokens": 256}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _set_help(parser, "--tasks", f"comma-separated: NAME, NAME=LOCAL_FILE, or a data file (default: {DEFAULT_TASKS})")
+    _set_help(parser, "--model_args", "pretrained=ID_OR_PATH[,...] as for `run`; generating needs a causal LM "
+                                      "(the default, the packaged MiniLM encoder, can only score --responses)")
     parser.add_argument("--responses", default=None,
                         help="score the responses in this JSONL file instead of generating")
-    parser.add_argument("--max_new_tokens", type=int, default=256, help="tokens to generate at most (default: 256)")
-    parser.add_argument("--sample", action="store_true", help="sample (seeded by --seed) instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
-    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling threshold (with --sample)")
+    parser.add_argument("--system_prompt", default=None, metavar="FILE|builtin",
+                        help="generate once without and once with each system prompt: 'builtin' (the three of "
+                             "`experiment prompt`) or a prompts file; default: no system prompt, one row per task")
+    parser.add_argument("--score_context", choices=SCORE_CONTEXTS, default="none",
+                        help="none: score each response tokenised alone, special tokens included (the reference "
+                             "code); prompt: the prompt as context, the response's tokens only (default: none)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="reference: sampling, temperature 0.7, top_p 1, no top-k, 1000 new tokens, as the "
+                             "reference code (explicit flags still win; default: no preset)")
+    parser.add_argument("--max_new_tokens", type=int, default=None,
+                        help=f"tokens to generate at most (default: {DEFAULTS['max_new_tokens']}, 1000 with --preset reference)")
+    parser.add_argument("--sample", action="store_true", default=None,
+                        help="sample (seeded by --seed) instead of greedy decoding (default: greedy)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default: 1.0; 0.7 with --preset reference)")
+    parser.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold (default: 1.0)")
+    parser.add_argument("--top_k", type=int, default=None,
+                        help="keep the k likeliest tokens when sampling, 0 = no cut (default: 50, transformers' "
+                             "default; 0 with --preset reference)")
     common.add_metrics_arg(parser, DEFAULT_METRICS)
     common.add_log_samples_arg(parser)
 
 
+def _set_help(parser: argparse.ArgumentParser, flag: str, text: str) -> None:
+    """Say this experiment's own default for a shared flag."""
+    action = parser._option_string_actions.get(flag)
+    if action is not None:
+        action.help = text
+
+
 def run(args: argparse.Namespace) -> int:
-    out = responses_experiment(args.model_args, args.tasks, responses=args.responses,
+    system_prompts = None
+    if args.system_prompt is not None:
+        from .prompt import read_prompts
+
+        system_prompts = "builtin" if args.system_prompt == "builtin" else read_prompts(args.system_prompt)
+    out = responses_experiment(args.model_args, args.tasks, responses=args.responses, system_prompts=system_prompts,
+                               score_context=args.score_context, preset=args.preset,
                                max_new_tokens=args.max_new_tokens, sample=args.sample, temperature=args.temperature,
-                               top_p=args.top_p, metrics=args.metrics, **common.options_from_args(args))
+                               top_p=args.top_p, top_k=args.top_k, metrics=args.metrics,
+                               **common.options_from_args(args))
     return common.print_report(out)
 
 
-def format_prompt(tokenizer, instruction: str) -> str:
-    """The instruction as the model reads it: a user turn in the chat template when there is one.
+def generation_settings(preset: str | None = None, **given: Any) -> dict[str, Any]:
+    """Sampling settings: the defaults, updated by the preset, updated by the values given (None = not given)."""
+    if preset is not None and preset not in PRESETS:
+        raise MatrixEvalError(f"unknown preset {preset!r}; use one of: {', '.join(sorted(PRESETS))}")
+    settings = {**DEFAULTS, **(PRESETS[preset] if preset else {})}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if settings["max_new_tokens"] < 1:
+        raise MatrixEvalError(f"max_new_tokens must be a positive integer, got {settings['max_new_tokens']}")
+    if settings["sample"] and not settings["temperature"] > 0:
+        raise MatrixEvalError(f"temperature must be positive when sampling, got {settings['temperature']}")
+    if settings["top_k"] < 0:
+        raise MatrixEvalError(f"top_k must be 0 (no cut) or positive, got {settings['top_k']}")
+    settings["sample"] = bool(settings["sample"])
+    return settings
+
+
+def format_prompt(tokenizer, instruction: str, system: str | None = None) -> str:
+    """The instruction as the model reads it: a user turn (after a system turn when `system` is given) in the
+    chat template when there is one; without one (or when the template refuses a system turn) the system prompt
+    and a newline go in front of the instruction.
 
     When the template already writes the BOS token that the tokenizer adds again, the template's copy is
     dropped, so the model sees one BOS whether the prompt is tokenised for generation or for scoring.
     """
+    from jinja2.exceptions import TemplateError
+
     if not getattr(tokenizer, "chat_template", None):
-        return instruction
-    text = tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
-                                         add_generation_prompt=True)
+        return f"{system}\n{instruction}" if system else instruction
+    messages = [{"role": "user", "content": instruction}]
+    try:
+        text = tokenizer.apply_chat_template(([{"role": "system", "content": system}] if system else []) + messages,
+                                             tokenize=False, add_generation_prompt=True)
+    except TemplateError:  # e.g. "System role not supported" (Gemma, Mistral v0.1)
+        if not system:
+            raise
+        messages = [{"role": "user", "content": f"{system}\n{instruction}"}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token
     if bos and text.startswith(bos):
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -88,20 +167,32 @@ def responses_experiment(
     tasks: str | Sequence[str] | None = DEFAULT_TASKS,
     *,
     responses: str | Path | None = None,
-    max_new_tokens: int = 256,
-    sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
+    system_prompts: str | Mapping[str, str] | Sequence[str] | None = None,
+    score_context: str = "none",
+    preset: str | None = None,
+    max_new_tokens: int | None = None,
+    sample: bool | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
     metrics: str | Sequence[str] | None = DEFAULT_METRICS,
     **common_options: Any,
 ) -> dict[str, Any] | None:
-    """Generate (or read) responses and score their tokens; see the module docstring.
+    """Generate (or read) responses and score them; see the module docstring.
 
-    Returns the results dict (``results[task]``, ``table``, ``generation``) on rank 0 and None elsewhere.
+    `system_prompts`: None (no system prompt), "builtin" (the prompt experiment's three), {name: text} or a list
+    of texts. Generation settings left None take the `preset`'s value, else the module's DEFAULTS.
+    Returns the results dict (``results[variant]``, ``table``, ``generation``, ``system_prompts``) on rank 0
+    and None elsewhere.
     """
     opts = common.options(common_options)
-    if max_new_tokens < 1:
-        raise MatrixEvalError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
+    if score_context not in SCORE_CONTEXTS:
+        raise MatrixEvalError(f"score_context must be one of {', '.join(SCORE_CONTEXTS)}, got {score_context!r}")
+    settings = generation_settings(preset, max_new_tokens=max_new_tokens, sample=sample, temperature=temperature,
+                                   top_p=top_p, top_k=top_k)
+    named = _system_prompts(system_prompts)
+    if named and responses is not None:
+        raise MatrixEvalError("--system_prompt generates responses; it cannot be combined with --responses FILE")
     loaded = common.load_tasks(tasks or DEFAULT_TASKS, opts) if responses is None else []  # data first
     if responses is None:
         session = common.open_causal_session(model_args, metrics or DEFAULT_METRICS, opts,
@@ -109,39 +200,66 @@ def responses_experiment(
     else:
         session = common.open_session(model_args, metrics or DEFAULT_METRICS, opts)
     tokenizer = session.lm.tokenizer
-    settings = {"max_new_tokens": max_new_tokens, "sample": sample, "temperature": temperature, "top_p": top_p,
-                "seed": opts.seed, "chat_template": bool(getattr(tokenizer, "chat_template", None))}
+    settings.update(seed=opts.seed, chat_template=bool(getattr(tokenizer, "chat_template", None)))
+    variants = {NO_PROMPT: None, **named} if named else {None: None}
+    sets: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     if responses is not None:
-        sets = {Path(responses).stem: _read_responses(Path(responses), tokenizer)[: opts.limit]}
+        sets[(Path(responses).stem, None)] = _read_responses(Path(responses), tokenizer)[: opts.limit]
         generation = {"source": str(responses)}
     else:
-        sets, files = {}, {}
+        files = {}
         for task in loaded:
-            items = [{"doc_id": d.doc_id, "instruction": _instruction(task, d)} for d in task.documents]
-            for it in items:
-                it["prompt"] = format_prompt(tokenizer, it["instruction"])
-            path = session.run_dir / f"responses_{task.name}.jsonl" if opts.output_path is not None else None
-            sets[task.name] = _generate(session, items, settings, path)
-            files[task.name] = str(path) if path else None
+            for name, system in variants.items():
+                items = [{"doc_id": d.doc_id, "instruction": _instruction(task, d), "system_prompt": system}
+                         for d in task.documents]
+                for it in items:
+                    it["prompt"] = format_prompt(tokenizer, it["instruction"], system)
+                stem = task.name if name is None else f"{task.name}__{name}"
+                path = session.run_dir / f"responses_{stem}.jsonl" if opts.output_path is not None else None
+                sets[(task.name, name)] = _generate(session, items, {**settings, "system_prompt": system}, path)
+                files[task.name if name is None else f"{task.name}/{name}"] = str(path) if path else None
         generation = {**settings, "files": files}
+    generation["score_context"] = score_context
     results: dict[str, Any] = {}
     per_sample: dict[str, list] = {}
     rows: list[dict[str, Any]] = []
-    for name, items in sets.items():
+    for (task_name, name), items in sets.items():
+        variant = task_name if name is None else f"{task_name}/{name}"
         usable = [it for it in items if it.get("response", "").strip()]
         if not usable:
-            raise MatrixEvalError(f"no response of task {name!r} has text to score (all {len(items)} empty or skipped)")
-        docs = [Document(it["doc_id"], it["response"], {}, context=it["prompt"]) for it in usable]
-        entry, records = session.run(name, docs, source=generation.get("source", name))
+            raise MatrixEvalError(f"no response of {variant!r} has text to score (all {len(items)} empty or skipped)")
+        # none: the response alone, as the reference code tokenises it; prompt: a continuation of the prompt
+        context = (lambda it: it["prompt"]) if score_context == "prompt" else (lambda it: None)
+        docs = [Document(it["doc_id"], it["response"], {}, context=context(it)) for it in usable]
+        entry, records = session.run(variant, docs, source=generation.get("source", task_name))
         if entry is None:
             continue
         layer = str(max(session.layers))
         sizes = [r["layers"][layer]["n_tokens"] + r["layers"][layer]["n_dropped"] for r in records]
-        results[name], per_sample[name] = entry, records
-        rows.append({"task": name, "n_responses": entry["n_samples"], "n_skipped": len(items) - len(usable),
+        results[variant], per_sample[variant] = entry, records
+        rows.append({"task": task_name, **({"system_prompt": name} if name is not None else {}),
+                     "n_responses": entry["n_samples"], "n_skipped": len(items) - len(usable),
                      "mean_response_tokens": sum(sizes) / len(sizes), **common.metric_cells(entry, session.metrics)})
     return common.finish(session, "responses", results, rows, opts=opts, per_sample=per_sample,
-                         extra_config={"tasks": tasks if responses is None else None}, generation=generation)
+                         extra_config={"tasks": tasks if responses is None else None, "score_context": score_context,
+                                       "preset": preset},
+                         generation=generation, system_prompts=dict(named))
+
+
+def _system_prompts(prompts: str | Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    if prompts is None:
+        return {}
+    from .prompt import PAPER_PROMPTS, named_prompts
+
+    if prompts == "builtin":
+        return dict(PAPER_PROMPTS)
+    if isinstance(prompts, str):
+        raise MatrixEvalError(f"system_prompts must be 'builtin', a mapping or a list of texts, got {prompts!r}; "
+                              "on the command line, pass a prompts file")
+    named = named_prompts(prompts)
+    if NO_PROMPT in named:
+        raise MatrixEvalError(f"a system prompt is named {NO_PROMPT!r}; that name is reserved for the row without one")
+    return named
 
 
 def _instruction(task, doc) -> str:
@@ -243,8 +361,8 @@ def _generate_batch(session, batch: list[dict[str, Any]], settings: Mapping[str,
     width = enc["input_ids"].shape[1]
     kwargs: dict[str, Any] = {"max_new_tokens": min(settings["max_new_tokens"], room - width),
                               "pad_token_id": tok.pad_token_id, "do_sample": bool(settings["sample"])}
-    if settings["sample"]:
-        kwargs.update(temperature=settings["temperature"], top_p=settings["top_p"])
+    if settings["sample"]:  # top_k=0 turns transformers' top-k cut off, as vLLM's default top_k=-1
+        kwargs.update(temperature=settings["temperature"], top_p=settings["top_p"], top_k=settings["top_k"])
     devices = [lm.device] if lm.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode():
         torch.manual_seed(seed)
