@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -33,6 +36,25 @@ def _gram(z: torch.Tensor) -> torch.Tensor:
     return gram
 
 
+# On the CPU a symmetric eigensolve of at most this size runs on one thread: MKL's threaded tridiagonal
+# reduction syncs its threads once per column, and right after a forward pass (torch's own threads still
+# spinning) or on a shared machine that made a 128×128 solve 100× slower (benchmarks/bench_metrics.py).
+_ONE_THREAD_EIGH = 1024
+
+
+@contextmanager
+def _one_thread(enabled: bool) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    if not enabled or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _clean(lam: torch.Tensor, size: int) -> torch.Tensor:
     # Eigensolver noise on the zero eigenvalues (±1e-17 each) is harmless to entropy but adds up in Σ sqrt(λ).
     cut = size * torch.finfo(torch.float64).eps * lam[..., -1:].abs()
@@ -62,6 +84,9 @@ def covariance_spectrum(z: torch.Tensor, used: torch.Tensor, *, batched: bool | 
         rows = z[i] if bool(used[i].all()) else z[i][used[i]]
         if rows.shape[0] == 0:
             continue
-        lam = _clean(torch.linalg.eigvalsh(_gram(rows) / n_used[i]), max(rows.shape))
+        gram = _gram(rows) / n_used[i]
+        with _one_thread(gram.shape[-1] <= _ONE_THREAD_EIGH):
+            lam = torch.linalg.eigvalsh(gram)
+        lam = _clean(lam, max(rows.shape))
         out[i, out.shape[1] - lam.shape[0] :] = lam[max(0, lam.shape[0] - out.shape[1]) :]
     return out
