@@ -78,6 +78,30 @@ def main() -> None:
     stacked_ms = timed(lambda: spectral_metrics(layers), args.repeats, args.device)
     print(f"13 layers of one sample (N=512, d={d}): loop {per_layer_ms:.1f} ms, batched {stacked_ms:.1f} ms, "
           f"loop/batched {per_layer_ms / stacked_ms:.2f}x")
+    if args.device == "cpu" and torch.get_num_threads() > 1:
+        eigh_threads(args.repeats)
+
+
+def eigh_threads(repeats: int) -> None:
+    """Why covariance_spectrum solves small eigenproblems on one CPU thread: each solve right after torch
+    parallel work (as a forward pass leaves the thread pool), with all threads vs one, alternating."""
+    threads = torch.get_num_threads()
+    a, w = torch.randn(1024, 512), torch.randn(512, 2048)
+    print(f"\neigvalsh of an N×N float64 Gram right after a parallel GEMM, {threads} threads vs 1 (best of {repeats + 2}):")
+    for n in (128, 512, 1024):
+        z = torch.randn(n, 2048, dtype=torch.float64)
+        g = z @ z.T
+        best = {threads: float("inf"), 1: float("inf")}
+        for _ in range(repeats + 2):
+            for t in (threads, 1):
+                torch.nn.functional.gelu(a @ w)
+                torch.set_num_threads(t)
+                t0 = time.perf_counter()
+                torch.linalg.eigvalsh(g)
+                best[t] = min(best[t], time.perf_counter() - t0)
+                torch.set_num_threads(threads)
+        print(f"  N={n:>5}: {threads} threads {best[threads] * 1e3:8.1f} ms, 1 thread {best[1] * 1e3:8.1f} ms, "
+              f"ratio {best[threads] / best[1]:.2f}x")
 
 
 if __name__ == "__main__":

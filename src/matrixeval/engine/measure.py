@@ -38,14 +38,19 @@ def _metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> t
 
 
 def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Sequence[int]) -> dict[int, dict[str, list]]:
-    """All layers of the batch in one call to the metric core, moved to the CPU as Python lists."""
-    stacked = torch.cat([hidden[layer] for layer in layers], dim=0)
-    r = spectral_metrics(stacked, mask.repeat(len(layers), 1))
-    cols = {name: getattr(r, name).cpu().view(len(layers), -1).tolist() for name in SPECTRAL_FIELDS}
-    cols["n_tokens"] = r.n_tokens.cpu().view(len(layers), -1).tolist()
-    cols["n_dropped"] = r.n_dropped.cpu().view(len(layers), -1).tolist()
-    cols["status"] = [[STATUSES[c] for c in row] for row in r.status_code.cpu().view(len(layers), -1).tolist()]
-    return {layer: {name: col[j] for name, col in cols.items()} for j, layer in enumerate(layers)}
+    """Each layer's spectra in turn, moved to the CPU as Python lists; a layer's hidden states leave `hidden`
+    (and the device) as soon as they are read, so the metric core's float32 and float64 working copies
+    exist for one layer at a time, never for all requested layers at once."""
+    out = {}
+    for layer in layers:
+        r = spectral_metrics(hidden.pop(layer), mask)
+        cols = {name: getattr(r, name).cpu().tolist() for name in SPECTRAL_FIELDS}
+        cols["n_tokens"] = r.n_tokens.cpu().tolist()
+        cols["n_dropped"] = r.n_dropped.cpu().tolist()
+        cols["status"] = [STATUSES[c] for c in r.status_code.cpu().tolist()]
+        out[layer] = cols
+        del r
+    return out
 
 
 def measure_batch(
@@ -56,7 +61,8 @@ def measure_batch(
     mask = _metric_mask(ids, span, cfg)
     out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss)
     per_layer = _spectral(out.hidden, mask, cfg.layers)
-    out.hidden.clear()  # free the trained model's activations before the reference forward
+    # _spectral has taken every captured layer out of out.hidden: nothing of the trained model's forward
+    # is left on the device when the reference model runs
     untrained = None
     if reference is not None:
         ref_out = forward(reference, ids, attention, cfg.layers, need_loss=False)

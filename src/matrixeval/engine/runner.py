@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..errors import Interrupted
 from ..models import LoadedModel
+from ..models.loading import unwrap
 from .batching import Encoded, plan_batches
 from .dist import World, gather_to_main
 from .measure import MeasureConfig, measure_batch
@@ -21,24 +22,102 @@ from .store import ShardStore
 
 logger = logging.getLogger(__name__)
 
-AUTO_START = 64  # first batch size tried by --batch_size auto; halved on out-of-memory
+AUTO_START = 64  # --batch_size auto: the planned batch size and the most samples tried at once
+# A block's transient activations per token, in hidden-size units of the model's dtype: residual, norm,
+# q/k/v/output projections and a 4x MLP with its activation (deliberately generous; OOM back-off covers the rest).
+_ACTIVATION_WIDTHS = 24
+_HEADROOM = 0.8  # use at most this share of the free memory
 # Fault injection for tests/fault_runs.py: a pause after each durable batch, so a run can be killed mid-way.
 _FAULT_DELAY = float(os.environ.get("MATRIXEVAL_FAULT_BATCH_DELAY", "0") or 0)
 
 
+def estimate_batch_size(
+    free_bytes: int,
+    n_tokens: int,
+    *,
+    hidden_size: int,
+    n_layers_kept: int,
+    dtype_bytes: int,
+    vocab_size: int | None = None,
+    num_heads: int = 0,
+    cap: int = AUTO_START,
+) -> int:
+    """How many samples of `n_tokens` tokens one forward pass plus the metric core fit in `free_bytes`.
+
+    A pure estimate (1 ≤ result ≤ cap) from what a batch holds at its peak: each sample's transient block
+    activations, the captured hidden states of the kept layers, their float32 copies in the metric core and
+    one float64 Gram matrix with eigensolver workspace per kept layer, the logits when `vocab_size` is given
+    (loss), and `num_heads` N×N attention matrices when attention materialises them (CPU, eager). Back-off
+    on out-of-memory corrects an estimate that is too high.
+    """
+    n, d, k = n_tokens, hidden_size, min(n_tokens, hidden_size)
+    per_sample = (
+        n * d * dtype_bytes * _ACTIVATION_WIDTHS
+        + n_layers_kept * n * d * (dtype_bytes + 2 * 4)
+        + n_layers_kept * k * k * 8 * 3
+        + num_heads * n * n * dtype_bytes * 2
+        + (n * vocab_size * dtype_bytes if vocab_size else 0)
+    )
+    once = n * vocab_size * 4 if vocab_size else 0  # one row's float32 logits for the NLL
+    fits = (int(free_bytes * _HEADROOM) - once) // max(per_sample, 1)
+    return int(max(1, min(cap, fits)))
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes a batch can still use on `device`: free device memory plus what torch's cache holds unused
+    (CUDA), MemAvailable (CPU, Linux); None where unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 @dataclass
 class BatchSizer:
-    """The batch size in force: fixed, or `auto` (start at AUTO_START, halve on OOM, never skip a sample)."""
+    """The batch size in force: fixed, or `auto` (start from an estimate, halve on OOM, never skip a sample).
+
+    `plan_size` groups samples into batches (fixed for the whole run, so a resumed run forms the same
+    batches); `size` is how many of a batch's samples go through the model at once.
+    """
 
     size: int
     auto: bool
     history: list[int] = field(default_factory=list)
+    plan_size: int = 0
+
+    def __post_init__(self) -> None:
+        self.plan_size = self.plan_size or self.size
 
     @classmethod
     def parse(cls, spec: int | str) -> "BatchSizer":
         if spec == "auto":
             return cls(AUTO_START, True)
         return cls(int(spec), False)
+
+    def start(self, lm: LoadedModel, n_tokens: int, cfg: MeasureConfig) -> None:
+        """auto: lower the size to what the free memory should hold for samples of `n_tokens` tokens."""
+        free = free_memory(lm.device) if self.auto else None
+        if free is None or n_tokens == 0:
+            return
+        config = getattr(unwrap(lm.model), "config", None)
+        config = getattr(config, "text_config", None) or config
+        estimate = estimate_batch_size(
+            free, n_tokens, hidden_size=lm.hidden_size, n_layers_kept=len(cfg.layers),
+            dtype_bytes=lm.dtype.itemsize, vocab_size=getattr(config, "vocab_size", None) if cfg.need_loss else None,
+            num_heads=getattr(config, "num_attention_heads", 0) if lm.device.type == "cpu" else 0, cap=self.size,
+        )
+        if estimate < self.size:
+            logger.info("batch size auto: %d samples of %d tokens should fit in %.1f GiB free", estimate, n_tokens,
+                        free / 2**30)
+            self.size = estimate
 
 
 @dataclass
@@ -91,7 +170,7 @@ def run_task(
     skipped; any other is measured whole and appended to this writer's shard before the next begins.
     """
     done = store.load()
-    plan = plan_batches(encoded, sizer.size)
+    plan = plan_batches(encoded, sizer.plan_size)
     mine = [batch for i, batch in enumerate(plan) if i % world.size == world.rank]
     records: list[dict[str, Any]] = []
     n_resumed = n_tokens = 0
@@ -103,6 +182,8 @@ def run_task(
             n_resumed += len(stored)
         else:
             todo.append(batch)
+    if todo:
+        sizer.start(lm, max(len(encoded[j].input_ids) for batch in todo for j in batch), cfg)
     sizer.history.append(sizer.size)
     total = sum(len(b) for b in todo)
     quiet = not world.is_main or total == 0 or os.environ.get("TQDM_DISABLE") == "1"
@@ -147,4 +228,4 @@ def _interrupted(task: str, n_stored: int, n_total: int, where: object) -> str:
             "re-run the same command to resume")
 
 
-__all__ = ["AUTO_START", "BatchSizer", "TaskRun", "run_task"]
+__all__ = ["AUTO_START", "BatchSizer", "TaskRun", "estimate_batch_size", "free_memory", "run_task"]

@@ -63,15 +63,17 @@ def normalize_tokens(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> 
     hidden, mask, squeeze = check_hidden(hidden, mask)
     dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     x = hidden.to(dtype)
+    owned = x is not hidden  # a fresh copy, which may be overwritten: one working copy of the input, not two
     # A row sum is finite exactly when the row is (barring overflow of values near the dtype's maximum).
     finite = torch.isfinite(x.sum(dim=-1))
     nonfinite = (mask & ~finite).any(dim=1)
     w = mask & finite
     if not bool(w.all()):
-        x = x.masked_fill(~w.unsqueeze(-1), 0.0)
+        x = x.masked_fill_(~w.unsqueeze(-1), 0.0) if owned else x.masked_fill(~w.unsqueeze(-1), 0.0)
+        owned = True
     n_real = mask.sum(dim=1)
     mean = x.sum(dim=1, keepdim=True) / n_real.clamp(min=1).view(-1, 1, 1).to(dtype)
-    c = x - mean
+    c = x.sub_(mean) if owned else x - mean
     c_norm = torch.linalg.vector_norm(c, dim=-1)
     # Rounding noise of x - mean is a few ulps of |x| + |mean| <= |c| + 2|mean|.
     mean_norm = torch.linalg.vector_norm(mean, dim=-1)

@@ -47,17 +47,19 @@ def spectral_metrics(
     *,
     normalize: Normalization = "logd",
     alpha: float = 1.0,
+    gram_dtype: torch.dtype = torch.float64,
 ) -> SpectralMetrics:
     """Matrix entropy, effective rank and both nuclear norms of (N, d) or (B, N, d) hidden states.
 
     One centring, one Gram product and one batched eigensolve serve every metric, so asking for all of
     them costs about as much as matrix entropy alone. A sample's many layers can be passed as the batch.
     Undefined samples get NaN values and a status instead of an exception from linear algebra.
+    `gram_dtype=torch.float32` trades accuracy on low-rank inputs for speed (see `covariance_spectrum`).
     """
     check_entropy_args(normalize, alpha)
     t = normalize_tokens(hidden, mask)
     d = t.z.shape[-1]
-    lam = covariance_spectrum(t.z, t.used)
+    lam = covariance_spectrum(t.z, t.used, gram_dtype=gram_dtype)
     shannon = entropy_from_spectrum(lam)
     chosen = shannon if alpha == 1.0 else entropy_from_spectrum(lam, alpha)
 
