@@ -13,7 +13,7 @@ def normalized(h: torch.Tensor) -> torch.Tensor:
 
 
 def covariance(h: torch.Tensor) -> torch.Tensor:
-    """Σ = (1/N) Σ z zᵀ, d×d, as in the seed paper's Algorithm 1."""
+    """Σ = (1/N) Σ z zᵀ, d×d, as in the entropy paper's Algorithm 1."""
     z = normalized(h)
     return z.T @ z / z.shape[0]
 

@@ -48,7 +48,7 @@ from . import _common as common
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = "base model vs the same model with a PEFT/LoRA adapter: metrics and loss side by side (seed 000 Table 2)"
+DESCRIPTION = "base model vs the same model with a PEFT/LoRA adapter: metrics and loss side by side (entropy paper Table 2)"
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from ..data import Document
 from ..errors import MatrixEvalError
 from . import _common as common
 
-DESCRIPTION = "multiple-choice accuracy (log-likelihood, lm-eval style) beside ME/loss/PPL (seed 000 Table 1)"
+DESCRIPTION = "multiple-choice accuracy (log-likelihood, lm-eval style) beside ME/loss/PPL (entropy paper Table 1)"
 DEFAULT_TASKS = "openbookqa,winogrande,piqa"
 DEFAULT_METRICS = "matrix_entropy,loss,perplexity"
 

@@ -40,7 +40,7 @@ from . import _common as common
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = "metrics of the same documents cut to several token lengths (seed 000 Fig. 2, seed 003 Table 13)"
+DESCRIPTION = "metrics of the same documents cut to several token lengths (entropy paper Fig. 2, nuclear-norm paper Table 13)"
 DEFAULT_LENGTHS = "64,128,256,512,1024"
 DEFAULT_MIN_TOKENS = 512
 

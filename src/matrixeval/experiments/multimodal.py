@@ -1,4 +1,4 @@
-"""Matrix entropy inside a vision-language model (seed paper §6, Tables 5 and 6).
+"""Matrix entropy inside a vision-language model (entropy paper §6, Tables 5 and 6).
 
 Per sample (one image, an instruction and a response), matrix entropy / log d of its own hidden size at:
   H1  the vision features the connector receives (LLaVA-1.5: layer -2 without CLS)

@@ -49,7 +49,7 @@ from ..data import Document
 from ..errors import MatrixEvalError
 from . import _common as common
 
-DESCRIPTION = "QA pairs with and without a prefix prompt, prompt tokens outside the matrix (seed 000 Table 3)"
+DESCRIPTION = "QA pairs with and without a prefix prompt, prompt tokens outside the matrix (entropy paper Table 3)"
 
 # Verbatim from the entropy paper's Table 10 (typos included): do not correct them.
 PAPER_PROMPTS = {

@@ -55,7 +55,7 @@ from ..errors import MatrixEvalError
 from . import _common as common
 
 DESCRIPTION = ("generate responses (optionally under system prompts) and score them like the reference code "
-               "(seed 003 §5.3.3 Table 2, §6)")
+               "(nuclear-norm paper §5.3.3 Table 2, §6)")
 DEFAULT_TASKS = "alpaca_eval,arena_hard"
 DEFAULT_METRICS = "matrix_entropy,nuclear_norm,loss"
 AUTO_GENERATION_BATCH = 8

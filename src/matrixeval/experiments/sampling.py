@@ -46,7 +46,7 @@ from . import _common as common
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = ("mean and std of the metrics over fresh random subsets of several sizes "
-               "(seed 000 Table 7, seed 003 Table 5)")
+               "(entropy paper Table 7, nuclear-norm paper Table 5)")
 DEFAULT_SIZES = "10,50,100"
 
 

@@ -42,7 +42,7 @@ from ..data import Document
 from ..data.transforms import SENTENCE_OPS, apply_sentence_op, check_sentence_ops, split_sentences
 from . import _common as common
 
-DESCRIPTION = "metrics of texts with shuffled / reversed sentences (seed 000 Fig. 3, seed 003 Fig. 3)"
+DESCRIPTION = "metrics of texts with shuffled / reversed sentences (entropy paper Fig. 3, nuclear-norm paper Fig. 3)"
 DEFAULT_OPS = "base,shuffle,reverse_words,shuffle_reverse_words"
 
 

@@ -76,7 +76,7 @@ from ..session import Session
 from . import _common as common
 
 DESCRIPTION = ("seconds of reference matrix entropy vs matrixeval's entropy vs nuclear norm, per metric and "
-               "end to end (seed 003 Tables 1, 6)")
+               "end to end (nuclear-norm paper Tables 1, 6)")
 DEFAULT_DOCS = 32
 END_TO_END_METRICS = "matrix_entropy,nuclear_norm_exact"
 

@@ -30,7 +30,7 @@ class Summary:
 
 @dataclass(frozen=True)
 class EntropyAggregate:
-    """The seed paper's three data-set values (§4.3, §7.1) for per-sample entropies H (nats).
+    """The entropy paper's three data-set values (§4.3, §7.1) for per-sample entropies H (nats).
 
     a = mean(H / log d)  (the headline number), b = exp(mean H) / d, c = mean(exp H) / d.
     """
