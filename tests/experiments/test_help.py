@@ -19,7 +19,7 @@ EXPERIMENTS = {
                  "(default: 10,50,100)", "capped", "Default --tasks: pydoc_topics", "SIZE:N"],
     "timing": ["Tables 1 and 6", "reference_s", "reference_over_nuclear", "max_abs_diff", "--end_to_end",
                "end_to_end_matrixeval_s", "(default: 32)"],
-    "benchmark": ["Table 1", "accuracy", "acc_norm", "n_questions"],
+    "benchmark": ["Table 1", "accuracy", "acc_norm", "n_questions", "(default: openbookqa,winogrande,piqa)"],
     "responses": ["§6", "Table 2", "mean_response_tokens", "n_skipped", "(default: alpaca_eval,arena_hard)",
                   "temperature 0.7", "--score_context", "tokenised alone"],
 }

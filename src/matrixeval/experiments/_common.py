@@ -84,6 +84,13 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in _NAMES if hasattr(args, name)}
 
 
+def set_help(parser: argparse.ArgumentParser, flag: str, text: str) -> None:
+    """Say this experiment's own default for a shared flag (e.g. its own --tasks)."""
+    action = parser._option_string_actions.get(flag)
+    if action is not None:
+        action.help = text
+
+
 def open_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,
                  opts: Options) -> Session:
     """Load the model once for the whole experiment."""

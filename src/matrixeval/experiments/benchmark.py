@@ -59,6 +59,8 @@ class Question:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common.set_help(parser, "--tasks", "comma-separated multiple-choice tasks: NAME=LOCAL_FILE (offline) or NAME "
+                                       f"(from the hub) of openbookqa, winogrande, piqa (default: {DEFAULT_TASKS})")
     common.add_metrics_arg(parser, DEFAULT_METRICS)
     common.add_log_samples_arg(parser)
 

@@ -68,8 +68,8 @@ DEFAULTS = {"sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50, "max
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _set_help(parser, "--tasks", f"comma-separated: NAME, NAME=LOCAL_FILE, or a data file (default: {DEFAULT_TASKS})")
-    _set_help(parser, "--model_args", "pretrained=ID_OR_PATH[,...] as for `run`; generating needs a causal LM "
+    common.set_help(parser, "--tasks", f"comma-separated: NAME, NAME=LOCAL_FILE, or a data file (default: {DEFAULT_TASKS})")
+    common.set_help(parser, "--model_args", "pretrained=ID_OR_PATH[,...] as for `run`; generating needs a causal LM "
                                       "(the default, the packaged MiniLM encoder, can only score --responses)")
     parser.add_argument("--responses", default=None,
                         help="score the responses in this JSONL file instead of generating")
@@ -94,13 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default; 0 with --preset reference)")
     common.add_metrics_arg(parser, DEFAULT_METRICS)
     common.add_log_samples_arg(parser)
-
-
-def _set_help(parser: argparse.ArgumentParser, flag: str, text: str) -> None:
-    """Say this experiment's own default for a shared flag."""
-    action = parser._option_string_actions.get(flag)
-    if action is not None:
-        action.help = text
 
 
 def run(args: argparse.Namespace) -> int:
