@@ -25,6 +25,8 @@ test: install
 bench: install
 	$(OFFLINE) $(BIN)/python benchmarks/bench_metrics.py
 	$(OFFLINE) $(BIN)/python benchmarks/bench_pipeline.py
+	$(OFFLINE) $(BIN)/python benchmarks/bench_process.py
+	$(OFFLINE) $(BIN)/python benchmarks/bench_gpu.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
