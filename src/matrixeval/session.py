@@ -16,7 +16,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
 from .metric_info import parse_metrics
 from .models import ModelArgs, load_model, model_name, parse_model_args, random_init_like, resolve_layers
-from .models.loading import ModelFacts, inspect_model
+from .models.loading import inspect_model
 from .results import higher_is_better as metric_directions
 from .results import json_safe, task_results, zero_valid_hint
 
@@ -132,13 +132,12 @@ class Session:
         output_path: str | os.PathLike | None = "results",
         store: str | os.PathLike | None = None,
         exclude_bos: bool = False,
-        before_load: Callable[[ModelFacts], None] | None = None,
     ):
         """Check everything that needs no weights, then load the model.
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
-        folders are checked from the config alone; `before_load(facts)` adds a caller's own such checks
-        (raise MatrixEvalError), so a mistake is reported in a second, not after a large model has loaded.
+        folders are checked from the config alone, so a mistake is reported in a second, not after a large
+        model has loaded.
         """
         self.started = time.time()
         self.batch_size = _check_batch_size(batch_size)
@@ -163,8 +162,6 @@ class Session:
             check_writable(self.output_path, "output_path")
         if store:
             check_writable(self.store_root, "store")
-        if before_load is not None:
-            before_load(facts)
         gpus = None
         if self.world.size > 1 and self.args.device_map is not None:
             import torch

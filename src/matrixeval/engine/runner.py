@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..errors import Interrupted
 from ..models import LoadedModel
-from ..models.loading import unwrap
+from ..models.loading import text_config, unwrap
 from .batching import Encoded, plan_batches
 from .dist import World, gather_to_main
 from .measure import MeasureConfig, measure_batch
@@ -107,8 +107,7 @@ class BatchSizer:
         free = free_memory(lm.device) if self.auto else None
         if free is None or n_tokens == 0:
             return
-        config = getattr(unwrap(lm.model), "config", None)
-        config = getattr(config, "text_config", None) or config
+        config = text_config(unwrap(lm.model).config)
         estimate = estimate_batch_size(
             free, n_tokens, hidden_size=lm.hidden_size, n_layers_kept=len(cfg.layers),
             dtype_bytes=lm.dtype.itemsize, vocab_size=getattr(config, "vocab_size", None) if cfg.need_loss else None,

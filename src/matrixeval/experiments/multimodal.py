@@ -65,7 +65,8 @@ from ..engine.store import NullStore, ShardStore, config_key
 from ..errors import MatrixEvalError
 from ..metrics import SpectralMetrics, aggregate, spectral_metrics
 from ..models import parse_model_args
-from ..models.vision import VisionLanguageModel, build_prompts, capture, content_mask, load_vision_language_model
+from ..models.vision import (VisionLanguageModel, build_prompts, capture, content_mask, first_line,
+                             load_vision_language_model)
 from ..results import json_safe
 
 if TYPE_CHECKING:
@@ -176,12 +177,7 @@ def _unreadable(file: Path) -> str | None:
         with Image.open(file):
             return None
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        return _first_line(err)
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+        return first_line(err)
 
 
 def parse_rotations(rotate: int | str | Sequence[int | str] | None) -> list[int]:
@@ -256,7 +252,7 @@ def measure_sample(
         with Image.open(sample.image) as raw:
             image = raw.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UnreadableImage(f"cannot read image {str(sample.image)!r} ({_first_line(err)}); replace the file, "
+        raise UnreadableImage(f"cannot read image {str(sample.image)!r} ({first_line(err)}); replace the file, "
                               "or pass --on_error skip") from None
     if operation.startswith("rotate"):
         image = rotate_image(image, int(operation.removeprefix("rotate")))

@@ -53,7 +53,6 @@ class ModelFacts:
     config: PretrainedConfig  # with the config overrides of model_args applied
     has_lm_head: bool
     num_hidden_layers: int
-    max_positions: int | None
     load_kwargs: dict[str, Any] = field(default_factory=dict)  # model_args passed through to from_pretrained
 
 
@@ -64,9 +63,8 @@ def inspect_model(args: ModelArgs) -> ModelFacts:
     config.update(overrides)
     if args.adapter:
         _adapter_config(args)
-    text = _text_config(config)
-    return ModelFacts(config, _is_causal_lm(config, args.pretrained), int(text.num_hidden_layers),
-                      _max_positions(text), kwargs)
+    text = text_config(config)
+    return ModelFacts(config, _is_causal_lm(config, args.pretrained), int(text.num_hidden_layers), kwargs)
 
 
 def load_model(
@@ -82,7 +80,7 @@ def load_model(
     target = resolve_device(device) if args.device_map is None else None
     facts = facts or inspect_model(args)
     tokenizer = _load_tokenizer(args)
-    model = ready(_load_weights(args, facts.has_lm_head, gpus, facts), args, target)
+    model = ready(_load_weights(args, facts, gpus), args, target)
     return _describe(model, tokenizer, args, model_name(args), has_lm_head=facts.has_lm_head)
 
 
@@ -135,7 +133,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _text_config(config: PretrainedConfig) -> PretrainedConfig:
+def text_config(config: PretrainedConfig) -> PretrainedConfig:
     """The language part of a config (multimodal configs nest it)."""
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
@@ -172,10 +170,15 @@ def load_config(args: ModelArgs) -> PretrainedConfig:
         raise not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
 
 
+def _reason(err: Exception) -> str:
+    """The first line of a library's error message (its type where the message is empty)."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def not_loadable(what: str, path: str, err: Exception, trust_remote_code: bool) -> MatrixEvalError:
     if _looks_like_path(path) and not os.path.exists(os.path.expanduser(path)):
         return MatrixEvalError(f"{what} path {path!r} does not exist; pass an existing directory or a Hub ID")
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    reason = _reason(err)
     if "trust_remote_code" in str(err) and not trust_remote_code:
         return MatrixEvalError(f"{what} {path!r} ships its own code; add trust_remote_code=true if you trust it")
     return MatrixEvalError(
@@ -212,17 +215,14 @@ def _as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
     return value if isinstance(value, tuple) else (value,)
 
 
-def _load_weights(
-    args: ModelArgs, causal: bool, gpus: list[int] | None = None, facts: ModelFacts | None = None
-) -> PreTrainedModel:
+def _load_weights(args: ModelArgs, facts: ModelFacts, gpus: list[int] | None = None) -> PreTrainedModel:
     from safetensors import SafetensorError
     from transformers import AutoModel, AutoModelForCausalLM
 
-    auto = AutoModelForCausalLM if causal else AutoModel
+    auto = AutoModelForCausalLM if facts.has_lm_head else AutoModel
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    kwargs = {dtype_key(): dtype, "revision": args.revision, "trust_remote_code": args.trust_remote_code}
-    if facts is not None:
-        kwargs.update(facts.load_kwargs, config=facts.config)
+    kwargs = {dtype_key(): dtype, "revision": args.revision, "trust_remote_code": args.trust_remote_code,
+              **facts.load_kwargs, "config": facts.config}
     if args.device_map is not None:
         kwargs["device_map"] = args.device_map
         if gpus is not None:
@@ -240,7 +240,7 @@ def _load_weights(
 
 def corrupt_weights(args: ModelArgs, err: Exception) -> MatrixEvalError:
     """The one line for a weights file safetensors cannot read (a download cut short, a save interrupted)."""
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    reason = _reason(err)
     bad = _unreadable_safetensors(_local_dir(args))
     what = f"weights file {str(bad)!r}" if bad else f"a weights file of model {args.pretrained!r}"
     return MatrixEvalError(f"{what} is incomplete or corrupt ({reason}); download it again or re-save the model")
@@ -358,7 +358,7 @@ def _load_tokenizer(args: ModelArgs) -> PreTrainedTokenizerBase:
 def _describe(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, args: ModelArgs, name: str, *, has_lm_head: bool
 ) -> LoadedModel:
-    config = _text_config(unwrap(model).config)
+    config = text_config(unwrap(model).config)
     embeddings = unwrap(model).get_input_embeddings().weight
     return LoadedModel(
         model=model,

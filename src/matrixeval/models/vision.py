@@ -22,7 +22,7 @@ import torch
 from ..errors import MatrixEvalError
 from .args import ModelArgs
 from .loading import (dtype_key, load_config, model_name, n_params_non_embedding, not_loadable, ready, resolve_device,
-                      unwrap)
+                      text_config, unwrap)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -109,7 +109,7 @@ def load_vision_language_model(args: ModelArgs, device: str | None = None) -> Vi
     language = _part(inner, args, "language_module", _default_language, name)
     paths = {id(m): n for n, m in inner.named_modules()}
     token, token_id = _image_token(inner, processor, name)
-    text_config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+    language_config = text_config(inner.config)
     embeddings = inner.get_input_embeddings().weight
     return VisionLanguageModel(
         model=model,
@@ -127,7 +127,7 @@ def load_vision_language_model(args: ModelArgs, device: str | None = None) -> Vi
         n_params_non_embedding=n_params_non_embedding(model),
         device=embeddings.device,
         dtype=embeddings.dtype,
-        max_positions=getattr(text_config, "max_position_embeddings", None),
+        max_positions=getattr(language_config, "max_position_embeddings", None),
         bos_token_id=processor.tokenizer.bos_token_id,
     )
 
@@ -178,7 +178,7 @@ def capture(
         enc = vlm.processor(**kwargs)
     except (ValueError, TypeError, OSError, NotImplementedError) as err:
         hint = "; measure the whole prompt with --include_template" if offsets else ""
-        raise MatrixEvalError(f"the processor of {vlm.name} failed on a sample ({_first_line(err)}){hint}") from None
+        raise MatrixEvalError(f"the processor of {vlm.name} failed on a sample ({first_line(err)}){hint}") from None
     offset_mapping = enc.pop("offset_mapping", None) if offsets else None
     if offsets and not isinstance(offset_mapping, torch.Tensor):
         raise MatrixEvalError(
@@ -413,6 +413,7 @@ def _image_token(model: torch.nn.Module, processor, name: str) -> tuple[str, int
     return token, int(token_id)
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: Exception) -> str:
+    """``Type: first line of the message``, for a one-line error that names what failed inside a library."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
