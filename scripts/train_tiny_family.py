@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -35,24 +34,21 @@ import torch  # noqa: E402
 
 DEFAULT_SIZES = "32x1,64x2,96x3,128x4"
 HELDOUT_EVERY = 8
-MIN_WORDS = 40
 EOS = "<|endoftext|>"
 
 
 def corpus(heldout_every: int = HELDOUT_EVERY) -> tuple[list[str], list[dict]]:
-    """(training topic texts, held-out paragraph records ``{"id", "topic", "text"}``)."""
+    """(training topic texts, held-out paragraph records ``{"id", "topic", "text"}``): every `heldout_every`-th
+    topic, sorted by name, is held out, and its paragraphs of MIN_WORDS+ words (the built-in task's) are kept."""
     from pydoc_data.topics import topics
 
-    train, heldout = [], []
-    for i, name in enumerate(sorted(topics)):
-        if i % heldout_every == 0:
-            for j, paragraph in enumerate(re.split(r"\n[ \t]*\n", topics[name])):
-                words = paragraph.split()
-                if len(words) >= MIN_WORDS:
-                    heldout.append({"id": f"{name}/{j}", "topic": name, "text": " ".join(words)})
-        else:
-            train.append(topics[name])
-    return train, heldout
+    from matrixeval.data.builtin import pydoc_topic_records
+
+    names = sorted(topics)
+    held = set(names[::heldout_every])
+    heldout = [{"id": f"{r['topic']}/{r['paragraph']}", "topic": r["topic"], "text": r["text"]}
+               for r in pydoc_topic_records() if r["topic"] in held]
+    return [topics[n] for n in names if n not in held], heldout
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, max_length: int):

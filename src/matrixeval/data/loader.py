@@ -15,7 +15,7 @@ from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
 
-__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "SKIP_REASONS"]
+__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_seed_for", "SKIP_REASONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,17 @@ def _sample_plan(recipe: TaskRecipe | None, sample_size: int | None, sample_seed
         raise MatrixEvalError(f"sample_seed must be an integer, got {sample_seed!r}")
     if recipe is None or recipe.sample_size is None:
         return None  # only recipes that sample take a sample; --limit cuts the others
-    seed = sample_seed if sample_seed is not None else recipe.sample_seed
     size = recipe.sample_size if sample_size is None else sample_size
-    return size, DEFAULT_SAMPLE_SEED if seed is None else seed
+    return size, sample_seed_for(recipe, sample_seed)
+
+
+def sample_seed_for(recipe: TaskRecipe | None, sample_seed: int | None) -> int:
+    """The seed of a recipe's random draw: `sample_seed`, else the recipe's own (123 for the _reference
+    variants), else DEFAULT_SAMPLE_SEED."""
+    if sample_seed is not None:
+        return sample_seed
+    own = recipe.sample_seed if recipe is not None else None
+    return DEFAULT_SAMPLE_SEED if own is None else own
 
 
 def _plain_text(name: str) -> Callable[[Mapping[str, Any]], str]:

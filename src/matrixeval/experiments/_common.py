@@ -91,6 +91,17 @@ def set_help(parser: argparse.ArgumentParser, flag: str, text: str) -> None:
         action.help = text
 
 
+def release_memory() -> None:
+    """Give back a released model's memory before the next one loads (one model in memory at a time)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def open_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,
                  opts: Options) -> Session:
     """Load the model once for the whole experiment."""

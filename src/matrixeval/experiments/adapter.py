@@ -29,7 +29,6 @@ Output columns (table .md/.csv next to the JSON, and the "table" key of the JSON
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import math
@@ -161,7 +160,7 @@ def adapter_experiment(
         adapter, training_record = train_lora(model_args, [d for t in loaded for d in t.documents], settings,
                                               opts)
         print(f"LoRA adapter saved to {adapter}", file=sys.stderr)
-        _release_memory()
+        common.release_memory()
     adapted_args = with_adapter(model_args, str(adapter))
     entries: dict[str, dict[str, Any]] = {}
     per_sample: dict[str, list] = {}
@@ -178,7 +177,7 @@ def adapter_experiment(
         if role == "base":
             base_config = session.config()
             del session  # one model in memory at a time
-            _release_memory()
+            common.release_memory()
     rows = []
     for task in loaded:
         base, tuned = entries.get(f"{task.name}/base"), entries.get(f"{task.name}/adapter")
@@ -282,9 +281,3 @@ def train_lora(
     return out_dir, record
 
 
-def _release_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

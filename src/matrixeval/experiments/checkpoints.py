@@ -33,7 +33,6 @@ so step 0 still shows), one line per task (per layer with several --layers), 95%
 from __future__ import annotations
 
 import argparse
-import gc
 import glob
 import json
 import re
@@ -195,6 +194,7 @@ def checkpoints_experiment(
     ``checkpoints``) on rank 0 and None elsewhere."""
     opts = common.options(common_options)
     points = resolve_checkpoints(model_args, checkpoints)
+    family = _family_name(model_args, checkpoints)
     loaded = common.load_tasks(tasks, opts)  # data first: a bad file fails before a model loads
     wanted = metrics
     results: dict[str, Any] = {}
@@ -209,10 +209,10 @@ def checkpoints_experiment(
         point = todo.pop(0)
         if session is not None:
             session = None  # one model in memory at a time
-            _free_memory()
+            common.release_memory()
         session, wanted = _open(point, wanted, opts)
         if include_init and init is None:
-            init_dir, scratch = _write_init(session, opts, _family_name(model_args, checkpoints))
+            init_dir, scratch = _write_init(session, opts, family)
             init = Checkpoint(0, "init", _init_args(point.model_args, init_dir))
             todo.append(init)
         for task in loaded:
@@ -225,7 +225,6 @@ def checkpoints_experiment(
         sweep.append({"step": point.step, "checkpoint": point.name, "model_name": session.lm.name})
     rows.sort(key=lambda r: (r["step"], r["task"], r["layer"]))
     sweep.sort(key=lambda s: s["step"])
-    family = _family_name(model_args, checkpoints)
     if opts.output_path is not None:
         session.run_dir = Path(opts.output_path) / family  # the sweep's files go under the family, not its last member
     title = family.split("__")[-1]
@@ -248,12 +247,6 @@ def _open(point: Checkpoint, wanted, opts: common.Options):
         return common.open_session(point.model_args, list(SPECTRAL_DEFAULT), opts), list(SPECTRAL_DEFAULT)
 
 
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _write_init(session, opts: common.Options, family: str) -> tuple[Path, Path | None]:

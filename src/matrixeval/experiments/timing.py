@@ -87,9 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end_to_end", action="store_true",
                         help="also time the reference pipelines and `matrixeval run` from model load to the last "
                              "metric (default: off)")
-    action = parser._option_string_actions.get("--limit")
-    if action is not None:
-        action.help = f"time the first N documents of each task (default: {DEFAULT_DOCS})"
+    common.set_help(parser, "--limit", f"time the first N documents of each task (default: {DEFAULT_DOCS})")
 
 
 def run(args: argparse.Namespace) -> int:

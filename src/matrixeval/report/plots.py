@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from matrixeval.errors import MatrixEvalError
-from matrixeval.report.compare import compare_table
+from matrixeval.report.compare import compare_table, metric_direction
 from matrixeval.report.fit import PowerLawFit, predict
 
 __all__ = ["metric_axis_label", "plot_bars", "plot_layer_profiles", "plot_metric_panels", "plot_scaling", "plot_series", "step_scale"]
@@ -269,13 +269,11 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def _direction(results: Sequence[dict], metric: str) -> str:
-    from matrixeval.metric_info import direction
-
-    known = direction(metric)
-    declared = {known} if known is not None else {r.get("higher_is_better", {}).get(metric) for r in results} - {None}
-    if len(declared) != 1:
+    try:
+        higher = metric_direction(results, metric)
+    except MatrixEvalError:  # no (or a disputed) direction: the label goes without one
         return ""
-    return " (higher is better)" if declared.pop() else " (lower is better)"
+    return " (higher is better)" if higher else " (lower is better)"
 
 
 def tex_number(value: float) -> str:
