@@ -377,6 +377,14 @@ def test_empty_tasks_is_an_error(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("experiment", ["sampling", "responses", "benchmark", "length", "prompt"])
+def test_empty_tasks_is_an_error_in_experiments_with_their_own_default(experiment, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    msg = _cli_error(capsys, ["experiment", experiment, "--tasks", ""])
+    assert "no task given" in msg
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_plain_file_under_a_name_of_ones_own(gpt2, tmp_path, capsys, monkeypatch):
     # Two files both called dev.jsonl: as bare paths their names collide, named by the user they do not.
     (tmp_path / "a").mkdir()

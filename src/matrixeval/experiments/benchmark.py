@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = benchmark_experiment(args.model_args, args.tasks or DEFAULT_TASKS, metrics=args.metrics,
+    out = benchmark_experiment(args.model_args, DEFAULT_TASKS if args.tasks is None else args.tasks, metrics=args.metrics,
                                **common.options_from_args(args))
     return common.print_report(out)
 
@@ -124,7 +124,7 @@ def benchmark_experiment(
     metrics = common.parse_list(metrics or DEFAULT_METRICS, str, "metrics")
     if "loss" not in metrics:
         metrics.append("loss")  # the choices' log-likelihoods come from the loss computation
-    loaded = common.load_tasks(tasks or DEFAULT_TASKS, opts)  # data first: a bad file fails before a large model loads
+    loaded = common.load_tasks(tasks, opts, default=DEFAULT_TASKS)  # data first: a bad file fails before a large model loads
     session = common.open_causal_session(model_args, metrics, opts, "score choices by their log-likelihood")
     results: dict[str, Any] = {}
     per_sample: dict[str, list] = {}

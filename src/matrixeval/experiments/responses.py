@@ -186,7 +186,7 @@ def responses_experiment(
     named = _system_prompts(system_prompts)
     if named and responses is not None:
         raise MatrixEvalError("--system_prompt generates responses; it cannot be combined with --responses FILE")
-    loaded = common.load_tasks(tasks or DEFAULT_TASKS, opts) if responses is None else []  # data first
+    loaded = common.load_tasks(tasks, opts, default=DEFAULT_TASKS) if responses is None else []  # data first
     if responses is None:
         session = common.open_causal_session(model_args, metrics or DEFAULT_METRICS, opts,
                                              "generate responses (score existing ones with --responses FILE)")

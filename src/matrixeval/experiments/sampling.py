@@ -38,7 +38,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..data import DEFAULT_SAMPLE_SEED, DEFAULT_TASK, open_corpus, parse_task_specs
+from ..data import DEFAULT_TASK, open_corpus, parse_task_specs, sample_seed_for
 from ..errors import MatrixEvalError
 from ..results import task_results
 from . import _common as common
@@ -111,11 +111,11 @@ def sampling_experiment(
         raise MatrixEvalError("experiment sampling draws its own subsets (--sizes) from the whole corpus; "
                               "drop --sample_size")
     # Data first (a bad file or a missing hub data set fails before a large model loads), and every draw too.
-    specs = parse_task_specs(tasks if tasks else DEFAULT_TASK)
+    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)
     prepared, capped, seeds = [], {}, {}
     for spec in specs:
         corpus = open_corpus(spec, text_field=opts.text_field, limit=opts.limit, on_error=opts.on_error)
-        seed = _seed(opts.sample_seed, corpus)
+        seed = sample_seed_for(corpus.recipe, opts.sample_seed)
         seeds[spec.name] = seed
         task_plan = _capped(plan, len(corpus), spec.name, capped)
         draws = [(size, i, draw_subset(len(corpus), size, seed, i)) for size, count in task_plan for i in range(count)]
@@ -157,14 +157,6 @@ def sampling_experiment(
                                        "sample_seeds": seeds},
                          plots=plots, subsets=subsets, capped=capped,
                          corpus={task.name: n for task, n, *_ in prepared})
-
-
-def _seed(sample_seed: int | None, corpus) -> int:
-    """--sample_seed, else the recipe's own (123 for the _reference variants), else DEFAULT_SAMPLE_SEED."""
-    if sample_seed is not None:
-        return sample_seed
-    own = corpus.recipe.sample_seed if corpus.recipe is not None else None
-    return DEFAULT_SAMPLE_SEED if own is None else own
 
 
 def _capped(plan: list[tuple[int, int]], n_records: int, task: str, capped: dict) -> list[tuple[int, int]]:
