@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..engine.files import write_text_atomic
 from ..data import DEFAULT_TASK, Task, load_task, parse_task_specs
 from ..errors import MatrixEvalError
 from ..metric_info import NoLMHead
@@ -214,7 +215,7 @@ def finish(
     path = Path(out["results_path"])
     stem = str(path)[: -len(path.suffix)]  # the timestamp has a "." of its own: no with_suffix
     outputs = {"json": str(path), "markdown": f"{stem}.md", "csv": f"{stem}.csv"}
-    Path(outputs["markdown"]).write_text(to_markdown(table) + "\n", encoding="utf-8")
+    write_text_atomic(outputs["markdown"], to_markdown(table) + "\n")
     write_csv(outputs["csv"], table)
     outputs["plots"] = []
     for suffix, draw in (plots or {}).items():
