@@ -454,6 +454,51 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+
+def test_disk_full_under_an_experiment_names_the_file_and_leaves_nothing_partial(gpt2, tmp_path, tiny_disk):
+    """issue 16: the results JSON, tables and plots of an experiment on a full disk: one line naming the real file,
+    and every file left behind whole (no 0-byte table, no JSON cut at a page, no temporary name)."""
+    corpus = _jsonl(tmp_path / "sents.jsonl", [{"text": f"{t}. {t}."} for t in TINY_TEXTS[:6]])
+    msg = _one_error(_cli("experiment", "sentence-ops", "--model_args", f"pretrained={gpt2}", "--tasks", corpus,
+                          "--ops", "base,shuffle", "--metrics", "matrix_entropy", "--store", tmp_path / "store",
+                          "--output_path", tiny_disk / "out", cwd=tmp_path))
+    failed = Path(re.fullmatch(r"matrixeval: error: cannot write '(.+?)': No space left on device; .*", msg)[1])
+    assert failed.parent.parent == tiny_disk / "out" and failed.name.startswith("sentence-ops_"), msg
+    assert not failed.exists()
+    left = _files(tiny_disk)
+    assert all(p.stat().st_size > 0 and not p.name.startswith(".") for p in left), left
+    for path in left:
+        if path.suffix == ".json":
+            assert json.loads(path.read_text())["config"]["experiment"] == "sentence-ops"
+
+
+def test_the_writer_keeps_the_old_file_on_a_failed_write(tmp_path, monkeypatch):
+    """A write that fails (here: fsync reporting a full disk) leaves the previous file as it was, no temporary file,
+    and says which file in one line."""
+    import errno
+
+    from matrixeval.engine import files
+    from matrixeval.errors import MatrixEvalError
+
+    target = tmp_path / "results.json"
+    files.write_text_atomic(target, "old\n")
+    assert target.read_text() == "old\n"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(MatrixEvalError, match=f"^cannot write '{target}': No space left on device; "):
+        files.write_text_atomic(target, "new " * 10_000)
+    with pytest.raises(MatrixEvalError, match=f"^cannot write '{tmp_path / 'plot.png'}': No space left on device"):
+        files.write_bytes_atomic(tmp_path / "plot.png", b"\x89PNG")
+    monkeypatch.undo()
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    # Under a file, the folder cannot be made: the same one line, naming the file that was asked for.
+    with pytest.raises(MatrixEvalError, match=f"^cannot write '{target / 'x.csv'}': "):
+        files.write_text_atomic(target / "x.csv", "a,b\n")
+
+
 @pytest.mark.slow
 def test_disk_full_while_storing_names_the_folder_and_the_store_resumes(gpt2, tiny_corpus, tmp_path, tiny_disk):
     argv = ["run", "--model_args", f"pretrained={gpt2}", "--tasks", tiny_corpus, "--batch_size", "2",

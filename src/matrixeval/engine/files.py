@@ -8,6 +8,7 @@ its own crash-safe lines and does not go through here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -39,7 +40,8 @@ def _write_with(path: str | Path, fill: Callable[[BinaryIO], Any]) -> Path:
     except OSError as err:
         raise write_error(path, err) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the folder could not be made: there is no temporary to remove
+            tmp.unlink(missing_ok=True)
     return path
 
 
