@@ -193,6 +193,36 @@ def test_every_sample_nonfinite_names_the_overflow(tiny_root, tmp_path):
     assert "zero valid samples" in errors[0] and "'nonfinite': 4" in errors[0]
     assert "overflow" in errors[0] and "dtype=bfloat16" in errors[0] and "longer texts" not in errors[0]
     assert not list((tmp_path / "out").rglob("results_*.json"))
+
+
+def test_a_loss_beyond_exp_range_is_an_infinite_perplexity_and_the_results_are_written(tiny_root, tmp_path):
+    """issue 16: a per-sample loss above ~709 (exp overflows a float) used to end sentence-ops in an OverflowError
+    after all measuring; its perplexity is now inf (null in JSON) and every other number is written."""
+    import math
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = make_tiny_causal_lm(tiny_root, "gpt_neox")  # untied output layer: scaling it scales only the logits
+    model, tok = AutoModelForCausalLM.from_pretrained(src), AutoTokenizer.from_pretrained(src)
+    with torch.no_grad():
+        model.get_output_embeddings().weight *= 1e4
+    path = tmp_path / "huge-logits"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    texts = [f"{t}. {t}." for t in TINY_TEXTS[:4]]
+    with torch.no_grad():  # independent: HF's own mean NLL per text is finite and beyond exp's range
+        losses = [model(**(enc := tok(t, return_tensors="pt")), labels=enc["input_ids"]).loss.item() for t in texts]
+    assert all(709 < x < math.inf for x in losses), losses
+    data = _jsonl(tmp_path / "sents.jsonl", [{"text": t} for t in texts])
+    assert main(["experiment", "sentence-ops", "--model_args", f"pretrained={path}", "--tasks", str(data), "--ops",
+                 "base,shuffle", "--metrics", "matrix_entropy,perplexity", "--output_path", str(tmp_path / "out")]) == 0
+    out = json.loads(next((tmp_path / "out").rglob("sentence-ops_*.json")).read_text())
+    base = out["results"]["sents/base"]
+    assert base["perplexity"] is None and base["perplexity_token_weighted"] is None  # inf, written as null
+    assert base["loss_n_samples"] == 4 and base["loss_n_nonfinite"] == 0  # the losses themselves are finite
+    assert 0 < base["matrix_entropy"] < 1 and out["table"][0]["perplexity"] is None
+
+
 # --- The same table through `python -m matrixeval` in a subprocess, as a user types it --------------------------
 
 import os  # noqa: E402
