@@ -223,6 +223,21 @@ def test_a_loss_beyond_exp_range_is_an_infinite_perplexity_and_the_results_are_w
     assert 0 < base["matrix_entropy"] < 1 and out["table"][0]["perplexity"] is None
 
 
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--sample", "--top_p", "2.0"], "top_p must be in (0, 1] (1 keeps every token), got 2.0"),
+    (["--sample", "--top_p", "0"], "top_p must be in (0, 1] (1 keeps every token), got 0.0"),
+    (["--sample", "--temperature", "inf"], "temperature must be a finite number, > 0 when sampling (e.g. 0.7), got inf"),
+    (["--temperature", "nan"], "temperature must be a finite number, > 0 when sampling (e.g. 0.7), got nan"),
+])
+def test_sampling_settings_out_of_range_fail_before_loading(tiny_corpus, tmp_path, capsys, flags, expected):
+    """issue 16: these were accepted; the model path does not exist, so the line proves no model was loaded."""
+    msg = _cli_error(capsys, ["experiment", "responses", "--model_args", f"pretrained={tmp_path / 'absent'}",
+                              "--tasks", str(tiny_corpus), *flags, "--output_path", str(tmp_path / "out")])
+    assert msg == f"matrixeval: error: {expected}"
+    assert not (tmp_path / "out").exists()
+
+
 # --- The same table through `python -m matrixeval` in a subprocess, as a user types it --------------------------
 
 import os  # noqa: E402
