@@ -193,6 +193,51 @@ def test_every_sample_nonfinite_names_the_overflow(tiny_root, tmp_path):
     assert "zero valid samples" in errors[0] and "'nonfinite': 4" in errors[0]
     assert "overflow" in errors[0] and "dtype=bfloat16" in errors[0] and "longer texts" not in errors[0]
     assert not list((tmp_path / "out").rglob("results_*.json"))
+
+
+def test_a_loss_beyond_exp_range_is_an_infinite_perplexity_and_the_results_are_written(tiny_root, tmp_path):
+    """issue 16: a per-sample loss above ~709 (exp overflows a float) used to end sentence-ops in an OverflowError
+    after all measuring; its perplexity is now inf (null in JSON) and every other number is written."""
+    import math
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = make_tiny_causal_lm(tiny_root, "gpt_neox")  # untied output layer: scaling it scales only the logits
+    model, tok = AutoModelForCausalLM.from_pretrained(src), AutoTokenizer.from_pretrained(src)
+    with torch.no_grad():
+        model.get_output_embeddings().weight *= 1e4
+    path = tmp_path / "huge-logits"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    texts = [f"{t}. {t}." for t in TINY_TEXTS[:4]]
+    with torch.no_grad():  # independent: HF's own mean NLL per text is finite and beyond exp's range
+        losses = [model(**(enc := tok(t, return_tensors="pt")), labels=enc["input_ids"]).loss.item() for t in texts]
+    assert all(709 < x < math.inf for x in losses), losses
+    data = _jsonl(tmp_path / "sents.jsonl", [{"text": t} for t in texts])
+    assert main(["experiment", "sentence-ops", "--model_args", f"pretrained={path}", "--tasks", str(data), "--ops",
+                 "base,shuffle", "--metrics", "matrix_entropy,perplexity", "--output_path", str(tmp_path / "out")]) == 0
+    out = json.loads(next((tmp_path / "out").rglob("sentence-ops_*.json")).read_text())
+    base = out["results"]["sents/base"]
+    assert base["perplexity"] is None and base["perplexity_token_weighted"] is None  # inf, written as null
+    assert base["loss_n_samples"] == 4 and base["loss_n_nonfinite"] == 0  # the losses themselves are finite
+    assert 0 < base["matrix_entropy"] < 1 and out["table"][0]["perplexity"] is None
+
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--sample", "--top_p", "2.0"], "top_p must be in (0, 1] (1 keeps every token), got 2.0"),
+    (["--sample", "--top_p", "0"], "top_p must be in (0, 1] (1 keeps every token), got 0.0"),
+    (["--sample", "--temperature", "inf"], "temperature must be a finite number, > 0 when sampling (e.g. 0.7), got inf"),
+    (["--temperature", "nan"], "temperature must be a finite number, > 0 when sampling (e.g. 0.7), got nan"),
+])
+def test_sampling_settings_out_of_range_fail_before_loading(tiny_corpus, tmp_path, capsys, flags, expected):
+    """issue 16: these were accepted; the model path does not exist, so the line proves no model was loaded."""
+    msg = _cli_error(capsys, ["experiment", "responses", "--model_args", f"pretrained={tmp_path / 'absent'}",
+                              "--tasks", str(tiny_corpus), *flags, "--output_path", str(tmp_path / "out")])
+    assert msg == f"matrixeval: error: {expected}"
+    assert not (tmp_path / "out").exists()
+
+
 # --- The same table through `python -m matrixeval` in a subprocess, as a user types it --------------------------
 
 import os  # noqa: E402
@@ -452,6 +497,51 @@ def tiny_disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
+
+
+
+def test_disk_full_under_an_experiment_names_the_file_and_leaves_nothing_partial(gpt2, tmp_path, tiny_disk):
+    """issue 16: the results JSON, tables and plots of an experiment on a full disk: one line naming the real file,
+    and every file left behind whole (no 0-byte table, no JSON cut at a page, no temporary name)."""
+    corpus = _jsonl(tmp_path / "sents.jsonl", [{"text": f"{t}. {t}."} for t in TINY_TEXTS[:6]])
+    msg = _one_error(_cli("experiment", "sentence-ops", "--model_args", f"pretrained={gpt2}", "--tasks", corpus,
+                          "--ops", "base,shuffle", "--metrics", "matrix_entropy", "--store", tmp_path / "store",
+                          "--output_path", tiny_disk / "out", cwd=tmp_path))
+    failed = Path(re.fullmatch(r"matrixeval: error: cannot write '(.+?)': No space left on device; .*", msg)[1])
+    assert failed.parent.parent == tiny_disk / "out" and failed.name.startswith("sentence-ops_"), msg
+    assert not failed.exists()
+    left = _files(tiny_disk)
+    assert all(p.stat().st_size > 0 and not p.name.startswith(".") for p in left), left
+    for path in left:
+        if path.suffix == ".json":
+            assert json.loads(path.read_text())["config"]["experiment"] == "sentence-ops"
+
+
+def test_the_writer_keeps_the_old_file_on_a_failed_write(tmp_path, monkeypatch):
+    """A write that fails (here: fsync reporting a full disk) leaves the previous file as it was, no temporary file,
+    and says which file in one line."""
+    import errno
+
+    from matrixeval.engine import files
+    from matrixeval.errors import MatrixEvalError
+
+    target = tmp_path / "results.json"
+    files.write_text_atomic(target, "old\n")
+    assert target.read_text() == "old\n"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(MatrixEvalError, match=f"^cannot write '{target}': No space left on device; "):
+        files.write_text_atomic(target, "new " * 10_000)
+    with pytest.raises(MatrixEvalError, match=f"^cannot write '{tmp_path / 'plot.png'}': No space left on device"):
+        files.write_bytes_atomic(tmp_path / "plot.png", b"\x89PNG")
+    monkeypatch.undo()
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+    # Under a file, the folder cannot be made: the same one line, naming the file that was asked for.
+    with pytest.raises(MatrixEvalError, match=f"^cannot write '{target / 'x.csv'}': "):
+        files.write_text_atomic(target / "x.csv", "a,b\n")
 
 
 @pytest.mark.slow

@@ -180,10 +180,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        # A full disk anywhere else (an experiment's tables or plots): still one line, naming the folder.
-        folder = os.path.dirname(os.path.abspath(err.filename)) if err.filename else "the output folder"
-        print(f"matrixeval: error: no space left on the device holding {folder!r}; free space and re-run "
-              "the same command (stored samples are reused)", file=sys.stderr)
+        # A full disk outside matrixeval's own writers (e.g. a library saving weights): one line, naming the file.
+        where = repr(os.path.abspath(err.filename)) if err.filename else "a file"
+        print(f"matrixeval: error: cannot write {where}: {err.strerror}; free space and re-run the same command "
+              "(stored samples are reused)", file=sys.stderr)
         return 2
 
 

@@ -108,15 +108,15 @@ def loss_results(records: Sequence[Mapping[str, Any]], metrics: Sequence[str], s
         _put(out, "loss", mean_loss)
         out["loss_token_weighted"] = token_weighted
     if "perplexity" in metrics:
-        _put(out, "perplexity", summarize([_exp(x) for x in losses], seed=seed))
-        out["perplexity_of_mean_loss"] = _exp(mean_loss.mean)
-        out["perplexity_token_weighted"] = _exp(token_weighted)
+        _put(out, "perplexity", summarize([exp_or_inf(x) for x in losses], seed=seed))
+        out["perplexity_of_mean_loss"] = exp_or_inf(mean_loss.mean)
+        out["perplexity_token_weighted"] = exp_or_inf(token_weighted)
     out["loss_n_samples"] = len(valid)
     out["loss_n_nonfinite"] = len(scored) - len(valid)
     return out
 
 
-def _exp(x: float) -> float:
+def exp_or_inf(x: float) -> float:
     """exp that overflows to inf (written as null) instead of raising."""
     return math.exp(x) if x < 709.0 else (math.inf if x == x else math.nan)
 

@@ -25,6 +25,7 @@ from ._version import __version__
 from .data import Document
 from .engine.batching import encode
 from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
+from .engine.files import write_text_atomic
 from .engine.measure import MeasureConfig
 from .engine.runner import BatchSizer, run_task
 from .engine.store import NullStore, ShardStore, config_key
@@ -304,25 +305,7 @@ class Session:
                      "".join(json.dumps(json_safe(r)) + "\n" for r in records)
                      for task, records in (per_sample or {}).items()}
             files[path] = json.dumps(json_safe(out), indent=2, allow_nan=False)  # last: it claims the run is done
-            _write_all(self.run_dir, files)
+            for target, text in files.items():
+                write_text_atomic(target, text)
             out["results_path"] = str(path)
         return out
-
-
-def _write_all(folder: Path, files: Mapping[Path, str]) -> None:
-    """Write each file whole or not at all (temporary file, then rename); a full or unwritable disk is one
-    line naming the folder, and no partial file is left behind."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for path, text in files.items():
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-    except OSError as err:
-        raise MatrixEvalError(
-            f"cannot write the results into {str(folder)!r} ({err.strerror}); free space or choose another "
-            "--output_path, then re-run the same command (stored samples are reused)"
-        ) from None

@@ -60,7 +60,7 @@ class ShardStore:
                 os.replace(tmp, meta)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise self._disk_error(err) from None
+            raise self._disk_error(err, meta) from None
         writer = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
         self._path = self.directory / f"{writer}.jsonl"
         self._file = None
@@ -91,7 +91,7 @@ class ShardStore:
         except OSError as err:
             # A partly written line fails its CRC on the next load and is recomputed; earlier lines are intact.
             self._abandon()
-            raise self._disk_error(err) from None
+            raise self._disk_error(err, self._path) from None
 
     def _abandon(self) -> None:
         if self._file is not None:
@@ -101,12 +101,14 @@ class ShardStore:
                 pass  # the same write error again, from the buffer's last flush
             self._file = None
 
-    def _disk_error(self, err: OSError) -> Exception:
-        """One line naming the store folder for a full or unwritable disk; any other OSError as it is."""
+    def _disk_error(self, err: OSError, path: Path) -> Exception:
+        """One line naming the store folder and the file being written for a full or unwritable disk; any
+        other OSError as it is."""
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             return MatrixEvalError(
-                f"no space left on the device holding the store folder {str(self.directory)!r}; free space "
-                "(or pass --store on another disk) and re-run the same command: stored samples are kept and reused"
+                f"no space left on the device holding the store folder {str(self.directory)!r} (writing "
+                f"{str(path)!r}); free space (or pass --store on another disk) and re-run the same command: "
+                "stored samples are kept and reused"
             )
         if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return MatrixEvalError(f"cannot write into the store folder {str(self.directory)!r} ({err.strerror}); "

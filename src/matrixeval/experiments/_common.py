@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DEFAULT_TASK, Task, load_task, parse_task_specs
+from ..engine.files import write_text_atomic
 from ..errors import MatrixEvalError
 from ..metric_info import NoLMHead
+from ..results import exp_or_inf
 from ..session import DEFAULT_MAX_LENGTH, Session
 
 logger = logging.getLogger(__name__)
@@ -214,7 +216,7 @@ def finish(
     path = Path(out["results_path"])
     stem = str(path)[: -len(path.suffix)]  # the timestamp has a "." of its own: no with_suffix
     outputs = {"json": str(path), "markdown": f"{stem}.md", "csv": f"{stem}.csv"}
-    Path(outputs["markdown"]).write_text(to_markdown(table) + "\n", encoding="utf-8")
+    write_text_atomic(outputs["markdown"], to_markdown(table) + "\n")
     write_csv(outputs["csv"], table)
     outputs["plots"] = []
     for suffix, draw in (plots or {}).items():
@@ -237,7 +239,7 @@ def sample_values(records: Sequence[Mapping[str, Any]], metric: str, layer: str,
     for r in records:
         if metric in ("loss", "perplexity"):
             loss = r.get("loss")
-            value = math.nan if loss is None else (loss if metric == "loss" else math.exp(loss))
+            value = math.nan if loss is None else (loss if metric == "loss" else exp_or_inf(loss))
         elif metric in ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact"):
             v = r["layers"][layer]
             key = "entropy" if metric == "matrix_entropy" else metric

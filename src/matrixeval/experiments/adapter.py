@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..engine.files import write_folder_atomic
 from ..errors import MatrixEvalError
 from ..models import default_model_path, parse_model_args
 from . import _common as common
@@ -267,7 +268,6 @@ def train_lora(
                 losses.append(loss.item())
     out_dir = (Path(opts.output_path) if opts.output_path is not None else Path(".")) / lm.name
     out_dir = out_dir / f"lora_{datetime.now().strftime('%Y-%m-%dT%H-%M-%S.%f')}"
-    model.save_pretrained(out_dir)
     record = {
         "settings": {**asdict(settings), "target_modules": sorted(model.peft_config["default"].target_modules)},
         "seed": opts.seed, "n_texts": len(items), "max_length": max_length, "n_steps": len(losses),
@@ -275,7 +275,12 @@ def train_lora(
         "loss_last_step": losses[-1], "losses": losses, "seconds": round(time.time() - started, 3),
         "adapter": str(out_dir),
     }
-    (out_dir / "training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    def fill(folder: Path) -> None:  # the folder is renamed into place whole: its files need no writer of their own
+        model.save_pretrained(folder)
+        (folder / "training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+    write_folder_atomic(out_dir, fill)
     logger.info("LoRA: %d steps on %d texts, loss %.4f -> %.4f", len(losses), len(items), losses[0], losses[-1])
     del model, lm
     return out_dir, record

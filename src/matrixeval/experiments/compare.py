@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..engine.files import write_text_atomic
 from ..errors import MatrixEvalError
 
 DESCRIPTION = "compare results files across models: metric table, power-law fits, plot, ranking, correlations"
@@ -160,8 +161,7 @@ def compare(
         outputs["plot"] = str(plot_scaling(loaded, metric, x, curves, plot, layer=layer))
     if output is not None:
         stem = str(output)
-        Path(stem).parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{stem}.md").write_text(markdown + "\n", encoding="utf-8")
+        write_text_atomic(f"{stem}.md", markdown + "\n")
         outputs["markdown"] = f"{stem}.md"
         outputs["csv"] = str(write_csv(f"{stem}.csv", table))
         for name, rows in (("fit", fits), ("rank", ranking), ("correlations", corr), ("by_layer", profiles)):
@@ -174,7 +174,7 @@ def compare(
                 "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "rank_by": rank_by,
                            "higher_is_better": higher_is_better or {}, "task": task, "layer": layer,
                            "files": [str(p) for p in paths]}}
-        Path(f"{stem}.json").write_text(json.dumps(json_safe(body), indent=2, allow_nan=False), encoding="utf-8")
+        write_text_atomic(f"{stem}.json", json.dumps(json_safe(body), indent=2, allow_nan=False))
         outputs["json"] = f"{stem}.json"
     out = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
            "outputs": outputs}

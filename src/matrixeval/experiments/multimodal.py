@@ -61,6 +61,7 @@ import torch
 
 from .._version import __version__
 from ..data.readers import read_rows
+from ..engine.files import write_text_atomic
 from ..engine.store import NullStore, ShardStore, config_key
 from ..errors import MatrixEvalError
 from ..metrics import SpectralMetrics, aggregate, spectral_metrics
@@ -455,12 +456,11 @@ def summary_rows(out: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _write(out: Mapping[str, Any], run_dir: Path) -> Path:
     from ..report.tables import to_markdown, write_csv
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S.%f")
     path = run_dir / f"multimodal_{stamp}.json"
-    path.write_text(json.dumps(json_safe(dict(out)), indent=2, allow_nan=False))
+    write_text_atomic(path, json.dumps(json_safe(dict(out)), indent=2, allow_nan=False))
     rows = summary_rows(out)
-    path.with_suffix(".md").write_text(to_markdown(rows, COLUMNS) + "\n")
+    write_text_atomic(path.with_suffix(".md"), to_markdown(rows, COLUMNS) + "\n")
     write_csv(path.with_suffix(".csv"), rows, COLUMNS)
     return path
 

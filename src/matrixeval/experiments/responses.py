@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,11 @@ def generation_settings(preset: str | None = None, **given: Any) -> dict[str, An
     settings.update({k: v for k, v in given.items() if v is not None})
     if settings["max_new_tokens"] < 1:
         raise MatrixEvalError(f"max_new_tokens must be a positive integer, got {settings['max_new_tokens']}")
-    if settings["sample"] and not settings["temperature"] > 0:
-        raise MatrixEvalError(f"temperature must be positive when sampling, got {settings['temperature']}")
+    if not math.isfinite(settings["temperature"]) or (settings["sample"] and not settings["temperature"] > 0):
+        raise MatrixEvalError(f"temperature must be a finite number, > 0 when sampling (e.g. 0.7), "
+                              f"got {settings['temperature']}")
+    if not 0 < settings["top_p"] <= 1:
+        raise MatrixEvalError(f"top_p must be in (0, 1] (1 keeps every token), got {settings['top_p']}")
     if settings["top_k"] < 0:
         raise MatrixEvalError(f"top_k must be 0 (no cut) or positive, got {settings['top_k']}")
     settings["sample"] = bool(settings["sample"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from matrixeval.engine.files import atomic_savefig
 from matrixeval.errors import MatrixEvalError
 from matrixeval.report.compare import compare_table, metric_direction
 from matrixeval.report.fit import PowerLawFit, predict
@@ -262,10 +263,7 @@ def _figure(width: float = 6.4, height: float = 4.8):
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
+    return atomic_savefig(fig, path, dpi=150)
 
 
 def _direction(results: Sequence[dict], metric: str) -> str:

@@ -8,11 +8,14 @@ precision, no separators. A missing cell is empty in both.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from ..engine.files import write_text_atomic
 
 __all__ = ["columns_of", "format_value", "results_markdown", "results_rows", "to_markdown", "write_csv"]
 
@@ -87,14 +90,12 @@ def write_csv(path: str | Path, rows: Sequence[Mapping], columns: Sequence[str] 
     Returns the path written (parent folders are created).
     """
     columns = list(columns) if columns is not None else columns_of(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="", extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: _csv_cell(row.get(c)) for c in columns})
-    return path
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=columns, restval="", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _csv_cell(row.get(c)) for c in columns})
+    return write_text_atomic(path, handle.getvalue())
 
 
 def _csv_cell(value):
