@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import MatrixEvalError
-from .fields import MissingField, get
+from .fields import MissingField, get_path
+from .readers import DatasetRows as _HubRows
 from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
@@ -67,23 +68,6 @@ class _Skip(Exception):
         self.reason = reason
 
 
-class _HubRows(Sequence[Row]):
-    """A hub dataset as rows, with random access (for sampling) and lazy iteration."""
-
-    def __init__(self, dataset: Any, where: str):
-        self._ds, self._where = dataset, where
-
-    def __len__(self) -> int:
-        return len(self._ds)
-
-    def __getitem__(self, i: int) -> Row:  # type: ignore[override]
-        return Row(i, f"{self._where} record {i}", self._ds[i])
-
-    def __iter__(self) -> Iterator[Row]:
-        for i, record in enumerate(self._ds):
-            yield Row(i, f"{self._where} record {i}", record)
-
-
 def _hub_rows(recipe: TaskRecipe) -> _HubRows:
     import datasets
 
@@ -97,9 +81,9 @@ def _hub_rows(recipe: TaskRecipe) -> _HubRows:
     return _HubRows(dataset, recipe.hf_path)
 
 
-def _open(spec: TaskSpec, recipe: TaskRecipe | None) -> tuple[str, Iterable[Row]]:
+def _open(spec: TaskSpec, recipe: TaskRecipe | None, txt_split: str = "blank") -> tuple[str, Iterable[Row]]:
     if spec.path is not None:
-        return spec.path, read_rows(spec.path, spec.name)
+        return spec.path, read_rows(spec.path, spec.name, txt_split=txt_split)
     assert recipe is not None
     if recipe.builtin is not None:
         return "builtin", [Row(i, f"{recipe.name} record {i}", r) for i, r in enumerate(recipe.builtin())]
@@ -141,7 +125,7 @@ def sample_seed_for(recipe: TaskRecipe | None, sample_seed: int | None) -> int:
 
 def _plain_text(name: str) -> Callable[[Mapping[str, Any]], str]:
     def to_text(record: Mapping[str, Any]) -> str:
-        value = get(record, name)
+        value = get_path(record, name)
         return "" if value is None else value
 
     return to_text
@@ -212,6 +196,7 @@ def load_task(
     sample_seed: int | None = None,
     on_error: OnError = "fail",
     seed: int | None = None,
+    txt_split: str = "blank",
 ) -> Task:
     """Load the documents of one task.
 
@@ -222,11 +207,14 @@ def load_task(
     ``random.Random(sample_seed)`` (default: the recipe's own seed, else DEFAULT_SAMPLE_SEED); other recipes
     ignore both. Then the first `limit` usable documents are kept. Records with no usable text are dropped and
     counted in `Task.skipped`; bad records (malformed, missing field) raise unless `on_error="skip"`.
-    `seed` is an older name of `sample_seed` (used only when `sample_seed` is None).
+    `seed` is an older name of `sample_seed` (used only when `sample_seed` is None). `text_field` (and the
+    spec's own, which wins) is a field path: ``text`` or ``choices.0.turns.0.content``. `txt_split` cuts a
+    .txt file: ``blank`` (paragraphs), ``line`` or ``wikitext`` (articles; see readers.TXT_SPLITS).
     """
     _check_options(limit, on_error)
     recipe = _recipe(spec)
-    source, rows = _open(spec, recipe)
+    source, rows = _open(spec, recipe, txt_split)
+    text_field = spec.text_field or text_field
     plan = _sample_plan(recipe, sample_size, sample_seed if sample_seed is not None else seed)
     if plan is not None:
         rows = _sample(rows, *plan)
@@ -272,14 +260,16 @@ def open_corpus(
     text_field: str | None = None,
     limit: int | None = None,
     on_error: OnError = "fail",
+    txt_split: str = "blank",
 ) -> Corpus:
     """The whole corpus of a task, for drawing subsets: all records of its source (the hub data set's split,
     the file, the built-in data), the recipe's sample not applied; with `limit`, the records up to and
     including the `limit`-th usable document. Hub data sets are read lazily, so nothing but the records
-    drawn is converted."""
+    drawn is converted. `text_field` and `txt_split` as in :func:`load_task`."""
     _check_options(limit, on_error)
     recipe = _recipe(spec)
-    source, rows = _open(spec, recipe)
+    source, rows = _open(spec, recipe, txt_split)
+    text_field = spec.text_field or text_field
     rows = rows if isinstance(rows, Sequence) else list(rows)
     to_text = _plain_text(text_field) if text_field is not None else recipe.to_text if recipe else None
     if to_text is None and len(rows) and rows[0].record is not None:
