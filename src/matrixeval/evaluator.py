@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .data import load_task, parse_task_specs
+from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
 from .metric_info import LM_HEAD
@@ -65,7 +65,8 @@ def evaluate(
         entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source)
         if entry is not None:
             results[task.name] = entry
-            per_sample[task.name] = records
+            by_id = {d.doc_id: d for d in task.documents}
+            per_sample[task.name] = [{**r, **sample_fields(by_id[r["doc_id"]])} for r in records]
     out = session.finish(results, per_sample=per_sample if log_samples else None,
                          extra_config={"limit": limit, "tasks": [s.name for s in specs],
                                        "samples": {t.name: list(t.sample) for t in loaded if t.sample}})

@@ -154,3 +154,25 @@ def test_cli_bad_field_path_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("matrixeval: error: ") and "a.jsonl:1" in lines[0]
     assert "'turns.0.text'" in lines[0]
+
+
+def test_log_samples_carry_document_hash_and_source(tiny_root, tmp_path):
+    import hashlib
+
+    from matrixeval import evaluate
+    from tests.tiny_models import make_tiny_causal_lm
+
+    path = shared_file("arena-hard/question.jsonl")
+    records = read_jsonl(path)[:4]
+    long = "x " * 1500  # 3000 characters: the samples row keeps the first 2000 and hashes the whole
+    data = write_jsonl(tmp_path / "q.jsonl", [*records, {"id": 7, "turns": [{"content": long}]}])
+    evaluate(f"pretrained={make_tiny_causal_lm(tiny_root, 'gpt2')}", f"q={data}:turns.0.content", max_length=16,
+             metrics="matrix_entropy", output_path=tmp_path / "out", log_samples=True)
+    rows = [json.loads(line) for line in next((tmp_path / "out").rglob("samples_q_*.jsonl")).open()]
+    texts = [r["turns"][0]["content"] for r in records] + [long]
+    assert [r["doc_id"] for r in rows] == list(range(5))
+    assert [r["doc"] for r in rows] == [t[:2000] for t in texts] and len(rows[-1]["doc"]) == 2000
+    assert [r["doc_chars"] for r in rows] == [len(t) for t in texts]
+    assert [r["doc_sha256"] for r in rows] == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    assert [r["source_id"] for r in rows] == [r["question_id"] for r in records] + [7]
+    assert [r["source"] for r in rows] == [f"{data}:{i}" for i in range(1, 6)]

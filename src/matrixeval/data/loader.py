@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -16,7 +17,8 @@ from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
 
-__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_seed_for", "SKIP_REASONS"]
+__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_seed_for", "SKIP_REASONS",
+           "sample_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,29 @@ class Document:
     # (a prompt before a QA pair, an instruction before a response, a question before a choice).
     # None: a plain document. A string, even "": `text` is a continuation whose tokens alone are measured.
     context: str | None = None
+    where: str = ""  # the source position, "FILE:LINE" or "SOURCE record N", for samples files and messages
+
+
+# Fields that identify a source record, looked up in this order for the samples files' `source_id`.
+ID_FIELDS = ("question_id", "id", "ID", "_id", "uid", "idx", "example_id")
+SAMPLE_TEXT_CHARS = 2000
+
+
+def sample_fields(doc: Document) -> dict[str, Any]:
+    """What a `--log_samples` row says about its document: the first SAMPLE_TEXT_CHARS characters of the text,
+    its length and sha256 (of the UTF-8 text, whole), where it came from and the record's id field if any."""
+    fields: dict[str, Any] = {
+        "doc": doc.text[:SAMPLE_TEXT_CHARS],
+        "doc_chars": len(doc.text),
+        "doc_sha256": hashlib.sha256(doc.text.encode("utf-8")).hexdigest(),
+        "source": doc.where,
+    }
+    if doc.context is not None:
+        fields["context"] = doc.context[:SAMPLE_TEXT_CHARS]
+    ids = [doc.record[k] for k in ID_FIELDS if isinstance(doc.record.get(k), (str, int))]
+    if ids:
+        fields["source_id"] = ids[0]
+    return fields
 
 
 @dataclass
@@ -313,7 +338,7 @@ def _collect(rows: Iterable[Row], to_text, name: str, limit: int | None,
         if to_text is None and row.record is not None:
             to_text = _plain_text(_detect_text_field(row.record, row.where))
         try:
-            documents.append(Document(row.index, _text(row, to_text, name), row.record))
+            documents.append(Document(row.index, _text(row, to_text, name), row.record, where=row.where))
         except _Skip as skip:
             if skip.reason in _ERROR_REASONS:
                 if on_error == "fail":
