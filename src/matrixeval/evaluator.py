@@ -55,8 +55,8 @@ def evaluate(
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
-    loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size, sample_seed=sample_seed,
-                        on_error=on_error) for spec in specs]
+    loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
+                        sample_seed=sample_seed, on_error=on_error) for spec in specs]
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos)
     results: dict[str, Any] = {}

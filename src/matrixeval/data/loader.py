@@ -17,8 +17,8 @@ from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
 
-__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_seed_for", "SKIP_REASONS",
-           "sample_fields"]
+__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_fields",
+           "sample_seed_for", "SKIP_REASONS"]
 
 logger = logging.getLogger(__name__)
 
