@@ -36,10 +36,16 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
                         "model's config, which it overrides (e.g. sliding_window=512); an unknown key is an error; "
                         "default: the packaged all-MiniLM-L6-v2")
     p.add_argument("--tasks", default=None,
-                   help="comma-separated: NAME, NAME=LOCAL_FILE (a recipe on a local copy, or any new name for a "
-                        "plain file), or a .jsonl/.json/.csv/.parquet/.txt file (default: the built-in offline "
+                   help="comma-separated: NAME, NAME=LOCAL_FILE[:FIELD] (a recipe on a local copy, or any new name for "
+                        "a plain file), or a .jsonl/.json/.csv/.tsv/.parquet/.txt file (also .gz) or a folder saved "
+                        "by datasets (default: the built-in offline "
                         "task pydoc_topics); `matrixeval ls` lists names")
-    p.add_argument("--text_field", default=None, help="field holding the text, for plain files")
+    p.add_argument("--text_field", default=None,
+                   help="field path of the text, e.g. text or choices.0.turns.0.content (overrides a recipe's text; "
+                        "per task: --tasks NAME=FILE:FIELD)")
+    p.add_argument("--txt_split", choices=("blank", "line", "wikitext"), default="blank",
+                   help="how a .txt file is cut into documents: blank (paragraphs between blank lines, the default), "
+                        "line (one per line), wikitext (one per ' = Title = ' article, as lm-eval's wikitext)")
     p.add_argument("--layers", default="last", help="last | all | comma-separated HF hidden-state indices (0 = embeddings, -1 = last)")
     p.add_argument("--batch_size", type=_batch_size, default=8, help="samples per forward pass, or auto (halve on out-of-memory)")
     p.add_argument("--max_length", type=_positive_int, default=2048, help="truncate texts to this many tokens (and the model's limit)")
@@ -110,7 +116,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     from .report.tables import results_markdown
 
     out = evaluate(
-        model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, metrics=a.metrics, layers=a.layers,
+        model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, txt_split=a.txt_split, metrics=a.metrics, layers=a.layers,
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
         store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed,

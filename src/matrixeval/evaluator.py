@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .data import load_task, parse_task_specs
+from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
 from .metric_info import LM_HEAD
@@ -23,6 +23,7 @@ def evaluate(
     tasks: str | Sequence[str] | None = None,
     *,
     text_field: str | None = None,
+    txt_split: str = "blank",
     metrics: str | Sequence[str] | None = None,
     layers: str | Sequence[int] | None = "last",
     batch_size: int | str = 8,
@@ -54,8 +55,8 @@ def evaluate(
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
-    loaded = [load_task(spec, text_field=text_field, limit=limit, sample_size=sample_size, sample_seed=sample_seed,
-                        on_error=on_error) for spec in specs]
+    loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
+                        sample_seed=sample_seed, on_error=on_error) for spec in specs]
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos)
     results: dict[str, Any] = {}
@@ -64,7 +65,8 @@ def evaluate(
         entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source)
         if entry is not None:
             results[task.name] = entry
-            per_sample[task.name] = records
+            by_id = {d.doc_id: d for d in task.documents}
+            per_sample[task.name] = [{**r, **sample_fields(by_id[r["doc_id"]])} for r in records]
     out = session.finish(results, per_sample=per_sample if log_samples else None,
                          extra_config={"limit": limit, "tasks": [s.name for s in specs],
                                        "samples": {t.name: list(t.sample) for t in loaded if t.sample}})

@@ -27,7 +27,8 @@ def test_file_not_found(tmp_path):
 
 
 def test_folder_instead_of_file(tmp_path):
-    assert "is not a file" in _error(TaskSpec("x", str(tmp_path)))
+    msg = _error(TaskSpec("x", str(tmp_path)))
+    assert "is a folder but not one saved by datasets' save_to_disk" in msg and str(tmp_path) in msg
 
 
 def test_unknown_format(tmp_path):

@@ -44,7 +44,7 @@ def test_json_list_or_object_holding_one_list(tmp_path, wrap):
     assert _texts(load_task(TaskSpec("x", str(path)))) == [r["text"] for r in RECORDS]
 
 
-@pytest.mark.parametrize("content", ['{"a": [1], "b": [2]}', '"just a string"', "{}"])
+@pytest.mark.parametrize("content", ['{"a": [1], "b": [2, 3]}', '"just a string"', "{}"])
 def test_json_without_one_list_is_an_error(tmp_path, content):
     path = tmp_path / "x.json"
     path.write_text(content, encoding="utf-8")

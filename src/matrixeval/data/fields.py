@@ -12,6 +12,7 @@ from typing import Any, Mapping
 __all__ = [
     "MissingField",
     "get",
+    "get_path",
     "field_text",
     "from_qa",
     "dolly_text",
@@ -47,6 +48,30 @@ def get(record: Record, *names: str) -> Any:
         if name in record:
             return record[name]
     raise MissingField(" or ".join(repr(n) for n in names))
+
+
+def get_path(record: Record, path: str) -> Any:
+    """The value at a field path: ``"a"``, or dotted ``"choices.0.turns.0.content"`` where an integer part
+    indexes a list. A key that is itself the whole path (a field named "a.b") wins. MissingField says where
+    the path stops."""
+    if path in record:
+        return record[path]
+    value: Any = record
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        at = ".".join(parts[:depth]) or "the record"
+        if isinstance(value, Mapping):
+            if part not in value:
+                keys = ", ".join(map(str, value)) or "none"
+                raise MissingField(f"path {path!r} (no field {part!r} in {at}; it has: {keys})")
+            value = value[part]
+        elif isinstance(value, (list, tuple)):
+            if not part.lstrip("-").isdigit() or not -len(value) <= int(part) < len(value):
+                raise MissingField(f"path {path!r} ({at} is a list of {len(value)}; {part!r} is no index in it)")
+            value = value[int(part)]
+        else:
+            raise MissingField(f"path {path!r} ({at} is a {type(value).__name__}, not an object or a list)")
+    return value
 
 
 def field_text(name: str):

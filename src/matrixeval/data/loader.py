@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -10,12 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import MatrixEvalError
-from .fields import MissingField, get
+from .fields import MissingField, get_path
+from .readers import DatasetRows as _HubRows
 from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
 
-__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_seed_for", "SKIP_REASONS"]
+__all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_fields",
+           "sample_seed_for", "SKIP_REASONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,29 @@ class Document:
     # (a prompt before a QA pair, an instruction before a response, a question before a choice).
     # None: a plain document. A string, even "": `text` is a continuation whose tokens alone are measured.
     context: str | None = None
+    where: str = ""  # the source position, "FILE:LINE" or "SOURCE record N", for samples files and messages
+
+
+# Fields that identify a source record, looked up in this order for the samples files' `source_id`.
+ID_FIELDS = ("question_id", "id", "ID", "_id", "uid", "idx", "example_id")
+SAMPLE_TEXT_CHARS = 2000
+
+
+def sample_fields(doc: Document) -> dict[str, Any]:
+    """What a `--log_samples` row says about its document: the first SAMPLE_TEXT_CHARS characters of the text,
+    its length and sha256 (of the UTF-8 text, whole), where it came from and the record's id field if any."""
+    fields: dict[str, Any] = {
+        "doc": doc.text[:SAMPLE_TEXT_CHARS],
+        "doc_chars": len(doc.text),
+        "doc_sha256": hashlib.sha256(doc.text.encode("utf-8")).hexdigest(),
+        "source": doc.where,
+    }
+    if doc.context is not None:
+        fields["context"] = doc.context[:SAMPLE_TEXT_CHARS]
+    ids = [doc.record[k] for k in ID_FIELDS if isinstance(doc.record.get(k), (str, int))]
+    if ids:
+        fields["source_id"] = ids[0]
+    return fields
 
 
 @dataclass
@@ -67,23 +93,6 @@ class _Skip(Exception):
         self.reason = reason
 
 
-class _HubRows(Sequence[Row]):
-    """A hub dataset as rows, with random access (for sampling) and lazy iteration."""
-
-    def __init__(self, dataset: Any, where: str):
-        self._ds, self._where = dataset, where
-
-    def __len__(self) -> int:
-        return len(self._ds)
-
-    def __getitem__(self, i: int) -> Row:  # type: ignore[override]
-        return Row(i, f"{self._where} record {i}", self._ds[i])
-
-    def __iter__(self) -> Iterator[Row]:
-        for i, record in enumerate(self._ds):
-            yield Row(i, f"{self._where} record {i}", record)
-
-
 def _hub_rows(recipe: TaskRecipe) -> _HubRows:
     import datasets
 
@@ -97,9 +106,9 @@ def _hub_rows(recipe: TaskRecipe) -> _HubRows:
     return _HubRows(dataset, recipe.hf_path)
 
 
-def _open(spec: TaskSpec, recipe: TaskRecipe | None) -> tuple[str, Iterable[Row]]:
+def _open(spec: TaskSpec, recipe: TaskRecipe | None, txt_split: str = "blank") -> tuple[str, Iterable[Row]]:
     if spec.path is not None:
-        return spec.path, read_rows(spec.path, spec.name)
+        return spec.path, read_rows(spec.path, spec.name, txt_split=txt_split)
     assert recipe is not None
     if recipe.builtin is not None:
         return "builtin", [Row(i, f"{recipe.name} record {i}", r) for i, r in enumerate(recipe.builtin())]
@@ -141,7 +150,7 @@ def sample_seed_for(recipe: TaskRecipe | None, sample_seed: int | None) -> int:
 
 def _plain_text(name: str) -> Callable[[Mapping[str, Any]], str]:
     def to_text(record: Mapping[str, Any]) -> str:
-        value = get(record, name)
+        value = get_path(record, name)
         return "" if value is None else value
 
     return to_text
@@ -212,6 +221,7 @@ def load_task(
     sample_seed: int | None = None,
     on_error: OnError = "fail",
     seed: int | None = None,
+    txt_split: str = "blank",
 ) -> Task:
     """Load the documents of one task.
 
@@ -222,11 +232,14 @@ def load_task(
     ``random.Random(sample_seed)`` (default: the recipe's own seed, else DEFAULT_SAMPLE_SEED); other recipes
     ignore both. Then the first `limit` usable documents are kept. Records with no usable text are dropped and
     counted in `Task.skipped`; bad records (malformed, missing field) raise unless `on_error="skip"`.
-    `seed` is an older name of `sample_seed` (used only when `sample_seed` is None).
+    `seed` is an older name of `sample_seed` (used only when `sample_seed` is None). `text_field` (and the
+    spec's own, which wins) is a field path: ``text`` or ``choices.0.turns.0.content``. `txt_split` cuts a
+    .txt file: ``blank`` (paragraphs), ``line`` or ``wikitext`` (articles; see readers.TXT_SPLITS).
     """
     _check_options(limit, on_error)
     recipe = _recipe(spec)
-    source, rows = _open(spec, recipe)
+    source, rows = _open(spec, recipe, txt_split)
+    text_field = spec.text_field or text_field
     plan = _sample_plan(recipe, sample_size, sample_seed if sample_seed is not None else seed)
     if plan is not None:
         rows = _sample(rows, *plan)
@@ -272,14 +285,16 @@ def open_corpus(
     text_field: str | None = None,
     limit: int | None = None,
     on_error: OnError = "fail",
+    txt_split: str = "blank",
 ) -> Corpus:
     """The whole corpus of a task, for drawing subsets: all records of its source (the hub data set's split,
     the file, the built-in data), the recipe's sample not applied; with `limit`, the records up to and
     including the `limit`-th usable document. Hub data sets are read lazily, so nothing but the records
-    drawn is converted."""
+    drawn is converted. `text_field` and `txt_split` as in :func:`load_task`."""
     _check_options(limit, on_error)
     recipe = _recipe(spec)
-    source, rows = _open(spec, recipe)
+    source, rows = _open(spec, recipe, txt_split)
+    text_field = spec.text_field or text_field
     rows = rows if isinstance(rows, Sequence) else list(rows)
     to_text = _plain_text(text_field) if text_field is not None else recipe.to_text if recipe else None
     if to_text is None and len(rows) and rows[0].record is not None:
@@ -323,7 +338,7 @@ def _collect(rows: Iterable[Row], to_text, name: str, limit: int | None,
         if to_text is None and row.record is not None:
             to_text = _plain_text(_detect_text_field(row.record, row.where))
         try:
-            documents.append(Document(row.index, _text(row, to_text, name), row.record))
+            documents.append(Document(row.index, _text(row, to_text, name), row.record, where=row.where))
         except _Skip as skip:
             if skip.reason in _ERROR_REASONS:
                 if on_error == "fail":

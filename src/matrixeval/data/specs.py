@@ -1,4 +1,4 @@
-"""Task specs from the command line: "NAME", "NAME=LOCAL_FILE" or a bare file path."""
+"""Task specs from the command line: "NAME", "NAME=LOCAL_FILE[:FIELD]" or a bare file path[:FIELD]."""
 
 from __future__ import annotations
 
@@ -23,15 +23,34 @@ class TaskSpec:
     """A task to load: a registered recipe (`path` None), a recipe applied to a local file, or a plain file
     (a bare path, named after its stem, or NAME=FILE under a name that is no recipe).
 
-    A spec whose name is a registered recipe always uses that recipe, also with a `path`.
+    A spec whose name is a registered recipe always uses that recipe, also with a `path`. `text_field`
+    (from ``NAME=FILE:FIELD``, a field path such as ``choices.0.turns.0.content``) overrides both the
+    recipe's text and ``--text_field`` for this task.
     """
 
     name: str
     path: str | None = None
+    text_field: str | None = None
 
 
 def _looks_like_path(token: str) -> bool:
-    return os.sep in token or "/" in token or Path(token).suffix.lower() in FORMATS or os.path.isfile(token)
+    suffix = Path(token.removesuffix(".gz")).suffix.lower()
+    return os.sep in token or "/" in token or suffix in FORMATS or os.path.exists(token)
+
+
+def _split_field(path: str) -> tuple[str, str | None]:
+    """"FILE:FIELD" -> (FILE, FIELD) when FILE names a data file and FIELD is no path; else (path, None)."""
+    head, sep, tail = path.rpartition(":")
+    if not sep or os.path.exists(path) or not head or "/" in tail or os.sep in tail:
+        return path, None
+    if not tail.strip():
+        raise MatrixEvalError(f"empty field after ':' in {path!r}; write FILE:FIELD, e.g. a.jsonl:choices.0.text")
+    return head, tail.strip()
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    return name.split(".")[0] if name.lower().endswith(".gz") else Path(path).stem
 
 
 def _parse_one(token: str) -> TaskSpec:
@@ -39,11 +58,13 @@ def _parse_one(token: str) -> TaskSpec:
         name, _, path = (part.strip() for part in token.partition("="))
         if not name or not path:
             raise MatrixEvalError(f"task spec {token!r} is incomplete; write NAME=LOCAL_FILE, e.g. piqa=piqa.jsonl")
+        path, field = _split_field(path)
         if name not in task_names():
             _check_plain_name(name, path)
-        return TaskSpec(name, path)
-    if token not in task_names() and _looks_like_path(token):
-        return TaskSpec(Path(token).stem, token)
+        return TaskSpec(name, path, field)
+    if token not in task_names() and _looks_like_path(_split_field(token)[0]):
+        path, field = _split_field(token)
+        return TaskSpec(_stem(path), path, field)
     return TaskSpec(get_task(token).name)  # an unknown name raises here, with a suggestion
 
 

@@ -55,6 +55,7 @@ class Options:
     """The options shared by every experiment (and by `matrixeval run`)."""
 
     text_field: str | None = None
+    txt_split: str = "blank"
     layers: str | Sequence[int] | None = "last"
     batch_size: int | str = 8
     max_length: int = DEFAULT_MAX_LENGTH
@@ -131,7 +132,7 @@ def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str
     """Load every task named in `tasks` (default `default`); `limit` overrides the options' limit."""
     specs = parse_task_specs(default if tasks is None else tasks)
     lim = opts.limit if limit == "options" else limit
-    return [load_task(s, text_field=opts.text_field, limit=lim, sample_size=opts.sample_size,
+    return [load_task(s, text_field=opts.text_field, txt_split=opts.txt_split, limit=lim, sample_size=opts.sample_size,
                       sample_seed=opts.sample_seed, on_error=opts.on_error) for s in specs]
 
 

@@ -114,7 +114,8 @@ def sampling_experiment(
     specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)
     prepared, capped, seeds = [], {}, {}
     for spec in specs:
-        corpus = open_corpus(spec, text_field=opts.text_field, limit=opts.limit, on_error=opts.on_error)
+        corpus = open_corpus(spec, text_field=opts.text_field, txt_split=opts.txt_split, limit=opts.limit,
+                             on_error=opts.on_error)
         seed = sample_seed_for(corpus.recipe, opts.sample_seed)
         seeds[spec.name] = seed
         task_plan = _capped(plan, len(corpus), spec.name, capped)
