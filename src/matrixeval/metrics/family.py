@@ -34,6 +34,7 @@ __all__ = [
     "alpha_req",
     "effective_rank_lambda",
     "effective_rank_sigma",
+    "family_from_spectrum",
     "lbl_normalize",
     "prompt_entropy",
     "rankme",
@@ -194,3 +195,18 @@ def prompt_entropy(
     lam = covariance_spectrum(t.z, t.used, clamp_gram=clamp)
     h = renyi_entropy(lam, t.n_used, d, alpha=alpha, normalization=normalization)
     return undefined_to_nan(h, t.status, t.squeeze)
+
+
+def family_from_spectrum(lam: torch.Tensor, n_tokens: torch.Tensor, hidden_size: int) -> dict[str, torch.Tensor]:
+    """The engine's per-sample family columns from `spectral_metrics(...).spectrum` and `.n_tokens`.
+
+    `rankme` (Garrido: σ of the centred, normalised token matrix), `rankme_reptrix` (its λ ∝ σ²),
+    `effective_rank_sigma` and `alpha_req` (window 10–99, NaN for fewer than 100 eigenvalues).
+    """
+    k = torch.minimum(n_tokens.to(lam.device), torch.tensor(hidden_size, device=lam.device))
+    return {
+        "rankme": rankme(lam, k=k),
+        "rankme_reptrix": rankme(lam, convention="reptrix", k=k),
+        "effective_rank_sigma": effective_rank_sigma(lam),
+        "alpha_req": alpha_req(lam),
+    }
