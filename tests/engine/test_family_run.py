@@ -33,7 +33,7 @@ def test_run_writes_the_spectral_family_per_sample_and_per_task(tiny_root, tiny_
     metrics = "matrix_entropy,rankme,rankme_reptrix,effective_rank_sigma"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     proc = subprocess.run([sys.executable, "-m", "matrixeval", "run", "--model_args", f"pretrained={path}",
-                           "--tasks", str(tiny_corpus), "--metrics", metrics, "--device", "cpu",
+                           "--tasks", str(tiny_corpus), "--metrics", metrics, "--device", "cpu", "--limit", "8",
                            "--output_path", str(tmp_path), "--log_samples"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -43,10 +43,11 @@ def test_run_writes_the_spectral_family_per_sample_and_per_task(tiny_root, tiny_
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     expected = []
     with torch.no_grad():
-        for line in open(tiny_corpus):
+        for line in open(tiny_corpus).readlines()[:8]:
             enc = tok(json.loads(line)["text"], return_tensors="pt")
             expected.append(_ranks(model(**enc, output_hidden_states=True).hidden_states[-1][0]))
     layer = str(out["config"]["layers"][-1])
+    assert len(samples) == 8
     r = out["results"]["tiny"]
     for name in ("rankme", "rankme_reptrix", "effective_rank_sigma"):
         got = [s["layers"][layer][name] for s in samples]

@@ -27,6 +27,7 @@ from matrixeval.metrics import (
     effective_rank,
     effective_rank_lambda,
     effective_rank_sigma,
+    family_from_spectrum,
     matrix_entropy,
     normalize_tokens,
     prompt_entropy,
@@ -225,3 +226,21 @@ def test_bad_arguments_are_one_line_errors():
         alpha_req(lam, (5, 5))
     with pytest.raises(MatrixEvalError, match="alpha must be a positive"):
         prompt_entropy(torch.randn(5, 4), alpha=0.0)
+
+
+def test_engine_columns_come_from_the_spectral_metrics_spectrum_and_are_nan_where_undefined():
+    from matrixeval.metrics import spectral_metrics
+
+    h = torch.zeros(3, 12, 20, dtype=torch.float64)
+    h[0], h[1, :9] = _tokens(12, 20, 8), _tokens(9, 20, 9)
+    h[2] = 1.0  # every token identical: degenerate
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[1, 9:] = False
+    r = spectral_metrics(h, mask)
+    cols = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size, r.status_code)
+    for i, n in ((0, 12), (1, 9)):
+        z = lbl_normalize(h[i, :n].numpy())
+        assert cols["rankme"][i].item() == pytest.approx(garrido_rankme(z), rel=1e-9)
+        s = np.linalg.svd(z, compute_uv=False)  # the rows of z are unit, so not centred again: σ² of z itself
+        assert cols["rankme_reptrix"][i].item() == pytest.approx(reptrix_get_rank(s**2 / np.sum(s**2)), rel=1e-9)
+    assert r.status[2] == "degenerate" and all(torch.isnan(v[2]).item() for v in cols.values())

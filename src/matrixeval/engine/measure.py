@@ -48,7 +48,7 @@ def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Seque
     out = {}
     for layer in layers:
         r = spectral_metrics(hidden.pop(layer), mask)
-        family = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size)
+        family = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size, r.status_code)
         cols = {name: (family[name] if name in family else getattr(r, name)).cpu().tolist() for name in SPECTRAL_FIELDS}
         cols["n_tokens"] = r.n_tokens.cpu().tolist()
         cols["n_dropped"] = r.n_dropped.cpu().tolist()
