@@ -23,6 +23,10 @@ METRICS: dict[str, MetricInfo] = {
         # Lower is better, as the Matrix Nuclear-Norm paper evaluates (§6.2), though its theory motivates maximising.
         MetricInfo("nuclear_norm", "hidden states", False, "Matrix Nuclear-Norm: top-min(N,d) column norms / N, as its reference code"),
         MetricInfo("nuclear_norm_exact", "hidden states", False, "sum of singular values of the normalised tokens / N"),
+        # The spectral family (metrics.family), from the same eigenvalues; RankMe's direction as Garrido et al.
+        MetricInfo("rankme", "hidden states", True, "RankMe: exp H(σ/‖σ‖₁ + 1e-7), σ of the normalised tokens (Garrido et al. 2023)"),
+        MetricInfo("rankme_reptrix", "hidden states", True, "RankMe as reptrix: the same on σ² (explained variance)"),
+        MetricInfo("effective_rank_sigma", "hidden states", False, "exp H(σ/‖σ‖₁): effective rank on singular values"),
         MetricInfo("loss", "logits (causal LM head)", False, "mean next-token NLL per sample, averaged over samples"),
         MetricInfo("perplexity", "logits (causal LM head)", False, "exp of each sample's loss, averaged over samples"),
         MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True,

@@ -47,7 +47,7 @@ def layer_results(
         _put(out, "matrix_entropy", agg.a)
         out["matrix_entropy_b"], out["matrix_entropy_b_ci95"] = agg.b, list(agg.b_ci95)
         out["matrix_entropy_c"], out["matrix_entropy_c_ci95"] = agg.c, list(agg.c_ci95)
-    for name in ("effective_rank", "nuclear_norm", "nuclear_norm_exact"):
+    for name in ("effective_rank", "nuclear_norm", "nuclear_norm_exact", "rankme", "rankme_reptrix", "effective_rank_sigma"):
         if name in metrics:
             _put(out, name, summarize(column(name), seed=seed))
     if "diff_erank" in metrics:

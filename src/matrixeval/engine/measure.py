@@ -9,11 +9,15 @@ from typing import Any
 
 import torch
 
-from ..metrics import STATUSES, spectral_metrics
+from ..metrics import STATUSES, family_from_spectrum, spectral_metrics
 from ..models import LoadedModel, forward
 from .batching import Encoded, collate
 
-SPECTRAL_FIELDS = ("matrix_entropy", "entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact")
+# The last three come from the same eigenvalues (metrics.family_from_spectrum): no second eigendecomposition.
+SPECTRAL_FIELDS = (
+    "matrix_entropy", "entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact",
+    "rankme", "rankme_reptrix", "effective_rank_sigma",
+)
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,13 @@ def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Seque
     out = {}
     for layer in layers:
         r = spectral_metrics(hidden.pop(layer), mask)
-        cols = {name: getattr(r, name).cpu().tolist() for name in SPECTRAL_FIELDS}
+        family = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size, r.status_code)
+        cols = {name: (family[name] if name in family else getattr(r, name)).cpu().tolist() for name in SPECTRAL_FIELDS}
         cols["n_tokens"] = r.n_tokens.cpu().tolist()
         cols["n_dropped"] = r.n_dropped.cpu().tolist()
         cols["status"] = [STATUSES[c] for c in r.status_code.cpu().tolist()]
         out[layer] = cols
-        del r
+        del r, family
     return out
 
 

@@ -241,7 +241,8 @@ def sample_values(records: Sequence[Mapping[str, Any]], metric: str, layer: str,
         if metric in ("loss", "perplexity"):
             loss = r.get("loss")
             value = math.nan if loss is None else (loss if metric == "loss" else exp_or_inf(loss))
-        elif metric in ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact"):
+        elif metric in ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact", "rankme", "rankme_reptrix",
+                        "effective_rank_sigma"):
             v = r["layers"][layer]
             key = "entropy" if metric == "matrix_entropy" else metric
             value = v[key] if v["status"] == "ok" and v.get(key) is not None else math.nan

@@ -2,6 +2,16 @@
 
 from ._tokens import STATUSES, normalize_tokens
 from .aggregate import EntropyAggregate, Summary, aggregate, diff_erank, diff_erank_per_sample, summarize
+from .family import (
+    alpha_req,
+    effective_rank_lambda,
+    effective_rank_sigma,
+    family_from_spectrum,
+    prompt_entropy,
+    rankme,
+    representation_spectrum,
+    renyi_entropy,
+)
 from .entropy import effective_rank, entropy_from_spectrum, matrix_entropy, normalize_entropy
 from .nuclear import matrix_nuclear_norm
 from .spectral import SpectralMetrics, spectral_metrics
@@ -13,15 +23,23 @@ __all__ = [
     "SpectralMetrics",
     "Summary",
     "aggregate",
+    "alpha_req",
     "covariance_spectrum",
     "diff_erank",
     "diff_erank_per_sample",
     "effective_rank",
+    "effective_rank_lambda",
+    "effective_rank_sigma",
     "entropy_from_spectrum",
+    "family_from_spectrum",
     "matrix_entropy",
     "matrix_nuclear_norm",
     "normalize_entropy",
     "normalize_tokens",
+    "prompt_entropy",
+    "rankme",
+    "renyi_entropy",
+    "representation_spectrum",
     "spectral_metrics",
     "summarize",
 ]

@@ -20,7 +20,8 @@ class SpectralMetrics:
 
     `entropy` is in nats (un-normalised, Shannon); `matrix_entropy` carries the requested normalisation
     and α. `n_tokens` counts the tokens that entered Σ; `n_dropped` the real tokens left out because
-    their centred vector was only rounding noise.
+    their centred vector was only rounding noise. `spectrum` (B, k) is each sample's trace-1 covariance
+    spectrum, ascending and zero-padded, from which `metrics.family` computes the rest of the family.
     """
 
     matrix_entropy: torch.Tensor
@@ -32,6 +33,7 @@ class SpectralMetrics:
     n_dropped: torch.Tensor
     status_code: torch.Tensor
     hidden_size: int
+    spectrum: torch.Tensor | None = None
 
     @property
     def status(self) -> str | list[str]:
@@ -79,4 +81,5 @@ def spectral_metrics(
         n_dropped=pick(t.n_dropped),
         status_code=pick(t.status),
         hidden_size=d,
+        spectrum=pick(lam),
     )

@@ -73,7 +73,12 @@ def _clean(lam: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def covariance_spectrum(
-    z: torch.Tensor, used: torch.Tensor, *, batched: bool | None = None, gram_dtype: torch.dtype = torch.float64
+    z: torch.Tensor,
+    used: torch.Tensor,
+    *,
+    batched: bool | None = None,
+    gram_dtype: torch.dtype = torch.float64,
+    clamp_gram: bool = False,
 ) -> torch.Tensor:
     """Eigenvalues (B, k) of each sample's trace-1 covariance, float64, eigensolver noise set to 0.
 
@@ -85,6 +90,7 @@ def covariance_spectrum(
     `gram_dtype=torch.float32` forms the Gram product in float32 (exact diagonal, float64 eigensolve):
     faster where float64 is slow (consumer GPUs), within ~1e-8 on full-rank inputs but up to ~2e-6 in
     normalised entropy on low-rank ones (tests/metrics/test_gram_precision.py), so it is never the default.
+    `clamp_gram=True` clamps the Gram matrix to ≥ 0 elementwise first (Layer by Layer's prompt entropy).
     """
     if gram_dtype not in (torch.float64, torch.float32):
         raise MatrixEvalError(f"gram_dtype must be torch.float64 or torch.float32, got {gram_dtype}")
@@ -94,7 +100,8 @@ def covariance_spectrum(
     n_used = used.sum(dim=1).clamp(min=1).to(torch.float64)
     with _full_float32_matmuls(gram_dtype == torch.float32 and z.device.type == "cuda"):
         if batched:
-            lam = torch.linalg.eigvalsh(_gram(z, gram_dtype) / n_used.view(-1, 1, 1))
+            gram = _gram(z, gram_dtype) / n_used.view(-1, 1, 1)
+            lam = torch.linalg.eigvalsh(gram.clamp(min=0) if clamp_gram else gram)
             return _clean(lam, max(n, d))
         out = torch.zeros(b, min(n, d), dtype=torch.float64, device=z.device)
         for i in range(b):
@@ -102,6 +109,8 @@ def covariance_spectrum(
             if rows.shape[0] == 0:
                 continue
             gram = _gram(rows, gram_dtype) / n_used[i]
+            if clamp_gram:
+                gram = gram.clamp(min=0)
             with _one_thread(gram.shape[-1] <= _ONE_THREAD_EIGH):
                 lam = torch.linalg.eigvalsh(gram)
             lam = _clean(lam, max(rows.shape))

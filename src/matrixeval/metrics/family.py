@@ -1,0 +1,216 @@
+r"""The wider spectral family (Rényi-α entropy, RankMe, α-ReQ, effective ranks), each source's convention named.
+
+Every function here reads the trace-1 spectrum λ (..., k) that `covariance_spectrum` returns (ascending,
+zero-padded), so the whole family of one sample costs the one eigendecomposition matrix entropy already pays
+for. The one exception is Layer-by-Layer's clamp: clamping the Gram matrix elementwise changes its spectrum,
+so `prompt_entropy(..., clamp=True)` solves the clamped matrix (that is the definition, not an inefficiency).
+
+Conventions and the code they follow (commits in tests/metrics/test_family.py):
+
+- Rényi-α with normalisations ``maxEntropy logN logD logNlogD raw length``: OFSkean/information_flow,
+  ``experiments/utils/metrics/metric_functions.py`` (``entropy_normalization``, ``compute_entropy``).
+- RankMe, ``garrido``: p = σ/‖σ‖₁ + ε on the singular values σ (Garrido et al. 2023); ``reptrix``: the same on
+  the explained-variance ratio σ²/‖σ²‖₁ of the centred matrix (arnab39/reptrix ``rankme.get_rank``).
+- α-ReQ: reptrix ``alpha.get_powerlaw``, a weighted least-squares fit of log λᵢ on −log i over a window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from ..errors import MatrixEvalError
+from ._tokens import check_hidden, normalize_tokens, undefined_to_nan
+from .entropy import entropy_from_spectrum
+from .spectrum import covariance_spectrum
+
+__all__ = [
+    "LBL_NORMALIZATIONS",
+    "RANKME_EPS",
+    "LblNormalization",
+    "RankMeConvention",
+    "alpha_req",
+    "effective_rank_lambda",
+    "effective_rank_sigma",
+    "family_from_spectrum",
+    "lbl_normalize",
+    "prompt_entropy",
+    "rankme",
+    "representation_spectrum",
+    "renyi_entropy",
+]
+
+LblNormalization = Literal["maxEntropy", "logN", "logD", "logNlogD", "raw", "length"]
+LBL_NORMALIZATIONS = ("maxEntropy", "logN", "logD", "logNlogD", "raw", "length")
+RankMeConvention = Literal["garrido", "reptrix"]
+RANKME_EPS = 1e-7  # Garrido et al. 2023 and reptrix
+
+
+def _check_alpha(alpha: float) -> None:
+    if not alpha > 0 or not math.isfinite(alpha):
+        raise MatrixEvalError(f"alpha must be a positive finite number (1 = von Neumann entropy), got {alpha!r}")
+
+
+def lbl_normalize(h: torch.Tensor, n: torch.Tensor | int, d: int, how: LblNormalization = "maxEntropy") -> torch.Tensor:
+    """Layer-by-Layer's `entropy_normalization`: ÷ min(log N, log D), log N, log D, log N·log D, nothing; or N.
+
+    "length" replaces the value by N, the number of tokens, exactly as the source does.
+    """
+    if how not in LBL_NORMALIZATIONS:
+        raise MatrixEvalError(f"normalization must be one of {', '.join(LBL_NORMALIZATIONS)}, got {how!r}")
+    n = torch.as_tensor(n, dtype=h.dtype, device=h.device).expand_as(h)
+    logn, logd = torch.log(n), torch.full_like(h, math.log(d))
+    if how == "maxEntropy":
+        return h / torch.minimum(logn, logd)
+    if how == "logN":
+        return h / logn
+    if how == "logD":
+        return h / logd
+    if how == "logNlogD":
+        return h / (logn * logd)
+    if how == "length":
+        return n.clone()
+    return h
+
+
+def renyi_entropy(
+    lam: torch.Tensor, n: torch.Tensor | int, d: int, *, alpha: float = 1.0, normalization: LblNormalization = "raw"
+) -> torch.Tensor:
+    r"""Rényi-α entropy of trace-1 spectra (..., k), normalised as Layer by Layer does.
+
+    .. math:: H_\alpha = \frac{1}{1-\alpha}\log\sum_i \lambda_i^\alpha, \qquad H_1 = -\sum_i \lambda_i\log\lambda_i
+
+    `n` is the number of tokens and `d` the hidden size of each sample (for the normalisations).
+    """
+    _check_alpha(alpha)
+    return lbl_normalize(entropy_from_spectrum(lam, alpha), n, d, normalization)
+
+
+def _top(lam: torch.Tensor, k: torch.Tensor | None) -> torch.Tensor:
+    """Which entries of ascending spectra (..., K) are real: the last `k` of each row (all when k is None)."""
+    if k is None:
+        return torch.ones_like(lam, dtype=torch.bool)
+    idx = torch.arange(lam.shape[-1], device=lam.device)
+    return idx >= (lam.shape[-1] - k.to(lam.device).unsqueeze(-1))
+
+
+def rankme(
+    lam: torch.Tensor,
+    *,
+    convention: RankMeConvention = "garrido",
+    eps: float = RANKME_EPS,
+    k: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""RankMe of trace-1 covariance spectra λ (..., K): exp(−Σ pᵢ log pᵢ), pᵢ = sᵢ/‖s‖₁ + ε.
+
+    `garrido`: s = σ = √λ, the singular values of the representation matrix (Garrido et al. 2023).
+    `reptrix`: s = λ ∝ σ², the explained-variance ratio (reptrix 0.1.0). ε enters once per singular value,
+    so `k` (..., ) says how many of each row's values exist (min(N, d)); padding beyond it is left out.
+    """
+    if convention not in ("garrido", "reptrix"):
+        raise MatrixEvalError(f"RankMe convention must be 'garrido' or 'reptrix', got {convention!r}")
+    s = lam.clamp(min=0)
+    if convention == "garrido":
+        s = s.sqrt()
+    real = _top(lam, k)
+    s = torch.where(real, s, torch.zeros_like(s))
+    p = s / s.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(s.dtype).tiny) + eps
+    return torch.exp(-torch.where(real, p * torch.log(p), torch.zeros_like(p)).sum(dim=-1))
+
+
+def effective_rank_lambda(lam: torch.Tensor) -> torch.Tensor:
+    """exp(H(λ)) on the eigenvalues λ = σ²/n (Roy & Vetterli 2007 on Σ): matrixeval's `effective_rank`."""
+    return torch.exp(entropy_from_spectrum(lam))
+
+
+def effective_rank_sigma(lam: torch.Tensor) -> torch.Tensor:
+    """exp(H(σ/‖σ‖₁)) on the singular values σ ∝ √λ of the token matrix (the convention of RankMe without ε)."""
+    s = lam.clamp(min=0).sqrt()
+    p = s / s.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(s.dtype).tiny)
+    return torch.exp(entropy_from_spectrum(p))
+
+
+def alpha_req(lam: torch.Tensor, window: tuple[int, int] = (10, 100)) -> torch.Tensor:
+    r"""α-ReQ (Agrawal et al. 2022): the decay α of λᵢ ∝ i^{−α}, fitted as reptrix's `get_powerlaw` does.
+
+    Eigenvalues sorted descending; over 0-based indices `window` = [start, stop) (reptrix: 10–99) a weighted
+    least-squares fit of log λᵢ on (−log(i+1), 1) with weights 1/(i+1). NaN where the window holds an
+    eigenvalue ≤ 0 or runs past the spectrum.
+    """
+    start, stop = window
+    if not 0 <= start < stop - 1:
+        raise MatrixEvalError(f"alpha_req window must be (start, stop) with 0 <= start < stop - 1, got {window!r}")
+    desc = lam.flip(-1)
+    if stop > desc.shape[-1]:
+        return torch.full(desc.shape[:-1], float("nan"), dtype=torch.float64, device=lam.device)
+    y = torch.log(desc[..., start:stop].to(torch.float64).clamp(min=0))
+    i = torch.arange(start + 1, stop + 1, dtype=torch.float64, device=lam.device)
+    x = torch.stack([-torch.log(i), torch.ones_like(i)], dim=-1)  # (m, 2)
+    w = 1.0 / i
+    xtwx = (x * w.unsqueeze(-1)).T @ x
+    xtwy = ((x * w.unsqueeze(-1)).T @ y.unsqueeze(-1)).squeeze(-1)  # (..., 2)
+    b = torch.linalg.solve(xtwx, xtwy.unsqueeze(-1)).squeeze(-1)
+    return torch.where(torch.isfinite(y).all(dim=-1), b[..., 0], torch.full_like(b[..., 0], float("nan")))
+
+
+def representation_spectrum(
+    x: torch.Tensor, mask: torch.Tensor | None = None, *, center: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trace-1 spectrum (B, k) of a raw representation matrix (N, d) or (B, N, d), not row-normalised.
+
+    `center=True`: of the centred matrix (reptrix's PCA); False: of the matrix as given (Garrido's σ).
+    Returns (λ ascending, number of singular values min(n, d) per sample). For matrixeval's own
+    centred-and-normalised tokens use `covariance_spectrum` on `normalize_tokens(...).z`.
+    """
+    h, m, squeeze = check_hidden(x, mask)
+    h = torch.where(m.unsqueeze(-1), h.to(torch.float64), torch.zeros((), dtype=torch.float64, device=h.device))
+    n = m.sum(dim=1)
+    if center:
+        mean = h.sum(dim=1, keepdim=True) / n.clamp(min=1).view(-1, 1, 1)
+        h = torch.where(m.unsqueeze(-1), h - mean, torch.zeros_like(h))
+    lam = covariance_spectrum(h, m)
+    k = torch.minimum(n, torch.tensor(h.shape[-1], device=n.device))
+    return (lam[0], k[0]) if squeeze else (lam, k)
+
+
+def prompt_entropy(
+    hidden: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    alpha: float = 1.0,
+    normalization: LblNormalization = "maxEntropy",
+    clamp: bool = True,
+) -> torch.Tensor:
+    """Layer-by-Layer's prompt entropy of hidden states (N, d) or (B, N, d): float64 () or (B,), NaN if undefined.
+
+    Tokens are centred and L2-normalised as for `matrix_entropy`; with `clamp=True` (the source's default) the
+    smaller Gram matrix is clamped to ≥ 0 elementwise before trace-normalising, which raises the entropy.
+    `clamp=False` with α = 1 and "logD" is `matrix_entropy`.
+    """
+    _check_alpha(alpha)
+    t = normalize_tokens(hidden, mask)
+    d = t.z.shape[-1]
+    lam = covariance_spectrum(t.z, t.used, clamp_gram=clamp)
+    h = renyi_entropy(lam, t.n_used, d, alpha=alpha, normalization=normalization)
+    return undefined_to_nan(h, t.status, t.squeeze)
+
+
+def family_from_spectrum(
+    lam: torch.Tensor, n_tokens: torch.Tensor, hidden_size: int, status: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The engine's per-sample family columns from `spectral_metrics(...)`'s `spectrum`, `n_tokens`, `status_code`
+    (batched); NaN where the status is not ok, like every other spectral value.
+
+    `rankme` (Garrido: σ of the centred, normalised token matrix), `rankme_reptrix` (its λ ∝ σ²),
+    `effective_rank_sigma` and `alpha_req` (window 10–99, NaN for fewer than 100 eigenvalues).
+    """
+    k = torch.minimum(n_tokens.to(lam.device), torch.tensor(hidden_size, device=lam.device))
+    values = {
+        "rankme": rankme(lam, k=k),
+        "rankme_reptrix": rankme(lam, convention="reptrix", k=k),
+        "effective_rank_sigma": effective_rank_sigma(lam),
+        "alpha_req": alpha_req(lam),
+    }
+    return {name: undefined_to_nan(v, status.to(v.device), False) for name, v in values.items()}
