@@ -26,7 +26,7 @@ from .data import Document
 from .engine.batching import encode
 from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
-from .engine.measure import MeasureConfig
+from .engine.measure import SPECTRAL_FIELDS, MeasureConfig
 from .engine.runner import BatchSizer, run_task
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
@@ -197,6 +197,8 @@ class Session:
         encoded = encode(self.lm.tokenizer, documents, self.max_length)
         key_config = {
             "matrixeval": __version__,
+            # The fields a stored record holds: a store written before a metric was added is never reused for it.
+            "record_fields": list(SPECTRAL_FIELDS),
             **model_identity(self.args),
             "task": name,
             "documents": _docs_digest(documents),
