@@ -348,6 +348,7 @@ def test_pass_through_and_config_keys_are_applied(gpt2, tiny_corpus, capsys):
     out = evaluate(f"pretrained={gpt2},attn_implementation=eager,n_layer=2", str(tiny_corpus), limit=2,
                    output_path=None)
     assert out["config"]["num_layers"] == 2 and out["config"]["layers"] == [2]
+    capsys.readouterr()  # that run's stderr (weight-loading bars, its caveats) is not the CLI error's
     msg = _cli_error(capsys, ["run", "--model_args", f"pretrained={gpt2},n_layer=2", "--tasks", str(tiny_corpus),
                               "--layers", "3"])
     assert "model with 2 layers" in msg

@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_and_task_args(run)
     run.add_argument("--metrics", default=None, help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,"
                      "nuclear_norm_exact,loss,perplexity,diff_erank (default: matrix_entropy + loss,perplexity "
-                     "when the model has an LM head; with no --model_args also diff_erank)")
+                     "when the model has an LM head; with no --model_args also diff_erank). diff_erank runs the "
+                     "seeded random init in eval mode (no dropout), a deliberate departure from the authors' "
+                     "diff_erank_dataset.py, which never calls .eval(): there dropout is active and its values "
+                     "change from run to run")
     run.add_argument("--log_samples", action="store_true", help="also write samples_<task>_<timestamp>.jsonl")
     sub.add_parser("ls", help="list tasks and metrics, one line each with what they read")
     _add_compare(sub)

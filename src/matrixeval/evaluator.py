@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .caveats import CaveatThresholds
 from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
@@ -38,6 +39,7 @@ def evaluate(
     store: str | os.PathLike | None = None,
     sample_size: int | None = None,
     sample_seed: int | None = None,
+    caveats: CaveatThresholds | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -49,7 +51,8 @@ def evaluate(
     output_path=None and no store nothing touches the disk. With two or more layers, ``<stem>_layers.png``
     (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
     `sample_size`/`sample_seed` set the random draw of the recipes that sample (default 10,000 records, seed
-    1234 or the recipe's own), independent of `seed`.
+    1234 or the recipe's own), independent of `seed`. `caveats` sets the thresholds of the warnings each task
+    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`).
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -58,7 +61,8 @@ def evaluate(
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
                         sample_seed=sample_seed, on_error=on_error) for spec in specs]
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
-                      seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos)
+                      seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
+                      caveats=caveats)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:

@@ -30,7 +30,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("loss", "logits (causal LM head)", False, "mean next-token NLL per sample, averaged over samples"),
         MetricInfo("perplexity", "logits (causal LM head)", False, "exp of each sample's loss, averaged over samples"),
         MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True,
-                   "Diff-eRank: exp(mean H untrained) - exp(mean H trained), as its authors' code"),
+                   "Diff-eRank: exp(mean H untrained) - exp(mean H trained), the authors' formula; "
+                   "both models in eval mode (their code leaves dropout on)"),
     )
 }
 

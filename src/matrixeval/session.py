@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
+from .caveats import CaveatThresholds, task_caveats
 from .data import Document
 from .engine.batching import encode
 from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
@@ -133,8 +134,11 @@ class Session:
         output_path: str | os.PathLike | None = "results",
         store: str | os.PathLike | None = None,
         exclude_bos: bool = False,
+        caveats: CaveatThresholds | None = None,
     ):
         """Check everything that needs no weights, then load the model.
+
+        `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`).
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
         folders are checked from the config alone, so a mistake is reported in a second, not after a large
@@ -170,6 +174,7 @@ class Session:
             gpus = rank_gpus(self.world, torch.cuda.device_count())
         self.lm = load_model(self.args, device, gpus=gpus, facts=facts)
         self.seed = seed
+        self.caveats = caveats or CaveatThresholds()
         self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
         self.max_length = min(max_length, self.lm.max_positions) if self.lm.max_positions else max_length
         self.cfg = MeasureConfig(
@@ -250,6 +255,11 @@ class Session:
                   f"({run.n_torn} torn lines recomputed)", file=sys.stderr)
         entry["source"] = source
         entry["n_torn_store_lines"] = run.n_torn
+        found = task_caveats(run.records, entry, metrics=self.metrics, hidden_size=self.lm.hidden_size,
+                             thresholds=self.caveats)
+        for caveat in found:
+            print(caveat.line(name), file=sys.stderr)
+        entry["warnings"] = [c.as_dict() for c in found]
         return entry, run.records
 
     def config(self) -> dict[str, Any]:

@@ -51,8 +51,12 @@ def check_outputs(out: dict, columns: list[str]) -> None:
     on_disk = json.loads(Path(out["outputs"]["json"]).read_text())
     present = {k for row in on_disk["table"] for k in row}
     assert on_disk["table"] and set(columns) <= present, sorted(present)
-    header = Path(out["outputs"]["markdown"]).read_text().splitlines()[0]
+    markdown = Path(out["outputs"]["markdown"]).read_text()
+    header = markdown.splitlines()[0]
     assert all(f" {c} " in header for c in columns), header
+    for task, entry in on_disk["results"].items():  # every task's caveats are listed under the table
+        for w in entry.get("warnings", []) if isinstance(entry, dict) else []:
+            assert f"**{task}** `{w['code']}`: {w['message']}" in markdown
     with open(out["outputs"]["csv"]) as f:
         assert set(columns) <= set(next(csv.reader(f)))
     for plot in out["outputs"]["plots"]:

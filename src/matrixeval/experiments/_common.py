@@ -212,12 +212,13 @@ def finish(
                          higher_is_better=higher_is_better, table=table, **sections)
     if out is None or "results_path" not in out:
         return out
-    from ..report.tables import to_markdown, write_csv
+    from ..report.tables import to_markdown, warnings_markdown, write_csv
 
     path = Path(out["results_path"])
     stem = str(path)[: -len(path.suffix)]  # the timestamp has a "." of its own: no with_suffix
     outputs = {"json": str(path), "markdown": f"{stem}.md", "csv": f"{stem}.csv"}
-    write_text_atomic(outputs["markdown"], to_markdown(table) + "\n")
+    notes = warnings_markdown(out)
+    write_text_atomic(outputs["markdown"], to_markdown(table) + (f"\n\n{notes}" if notes else "") + "\n")
     write_csv(outputs["csv"], table)
     outputs["plots"] = []
     for suffix, draw in (plots or {}).items():

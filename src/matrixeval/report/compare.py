@@ -184,6 +184,10 @@ def rank_models(results: Sequence[dict], metric: str, task: str | None = None, l
     return sorted(rows, key=lambda row: row["rank"])
 
 
+# Below this many models a correlation is computed but carries a note: with 3 or 4 points one model decides it.
+MIN_MODELS_FOR_CORRELATION = 5
+
+
 def correlations(results: Sequence[dict], metric: str | Sequence[str], with_: str = "accuracy",
                  task: str | None = None, layer: int | None = None) -> list[dict]:
     """Spearman and Kendall correlation across models of each metric with ``with_`` (default accuracy).
@@ -191,7 +195,7 @@ def correlations(results: Sequence[dict], metric: str | Sequence[str], with_: st
     Rows ``{"metric", "with", "task", "n", "spearman", "spearman_p", "kendall", "kendall_p", "note"}`` per metric
     and task. ``with_`` is read from the task's top level (also when ``layer`` selects per-layer metrics). When a
     task has no ``with_`` values, fewer than 3 models with both, or constant values, the statistics are NaN and
-    ``note`` says why.
+    ``note`` says why; with 3 or 4 models they are computed and ``note`` says they rest on few models.
     """
     from scipy.stats import ConstantInputWarning, kendalltau, spearmanr
 
@@ -216,6 +220,9 @@ def correlations(results: Sequence[dict], metric: str | Sequence[str], with_: st
                            kendall=float(kendall.statistic), kendall_p=float(kendall.pvalue))
                 if np.ptp(a) == 0 or np.ptp(b) == 0:
                     row["note"] = "constant values; correlation undefined"
+                elif len(pairs) < MIN_MODELS_FOR_CORRELATION:
+                    row["note"] = (f"only {len(pairs)} models (fewer than {MIN_MODELS_FOR_CORRELATION}): one model "
+                                   "moves the correlation a lot; read it as a hint, not a finding")
             rows.append(row)
     return rows
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..engine.files import write_text_atomic
 
-__all__ = ["columns_of", "format_value", "results_markdown", "results_rows", "to_markdown", "write_csv"]
+__all__ = ["columns_of", "format_value", "results_markdown", "results_rows", "to_markdown", "warnings_markdown",
+           "write_csv"]
 
 DEFAULT_SIGNIFICANT = 4
 # Columns whose floats read better with fewer digits.
@@ -142,5 +143,16 @@ def results_rows(out: Mapping) -> list[dict]:
 
 
 def results_markdown(out: Mapping) -> str:
-    """The run's table for stdout: every metric of every task and layer, with standard errors."""
-    return to_markdown(results_rows(out), ["task", "layer", "metric", "value", "stderr", "n"])
+    """The run's table for stdout: every metric of every task and layer, with standard errors, and the tasks'
+    warnings under it."""
+    table = to_markdown(results_rows(out), ["task", "layer", "metric", "value", "stderr", "n"])
+    notes = warnings_markdown(out)
+    return f"{table}\n\n{notes}" if notes else table
+
+
+def warnings_markdown(out: Mapping) -> str:
+    """The caveats of every task of a results dict as a Markdown list (``""`` when there are none)."""
+    lines = [f"- **{task}** `{w['code']}`: {w['message']}; {w['advice']}"
+             for task, entry in out.get("results", {}).items() if isinstance(entry, Mapping)
+             for w in entry.get("warnings", [])]
+    return "\n".join(["Warnings:", "", *lines]) if lines else ""
