@@ -258,8 +258,10 @@ def _cli(*argv, cwd, delay: float = 0.0, **popen):
 
 
 def _one_error(proc, code: int = 2) -> str:
-    """The exit code, and stderr being one `matrixeval: ...` line with no traceback; returns that line."""
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    """The exit code, and stderr being one `matrixeval: ...` line with no traceback; returns that line. Caveats
+    printed about results measured before the failure (`matrixeval: warning: ...`) are not part of the error."""
+    lines = [line for line in proc.stderr.strip().splitlines()
+             if line.strip() and not line.startswith("matrixeval: warning: ")]
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert len(lines) == 1 and lines[0].startswith("matrixeval: "), lines
