@@ -152,6 +152,13 @@ def test_rank_models_averages_ranks_across_tasks(results):
     assert rows[-1] == {"rank": 5.0, "model": NAMES[0], "mean_rank": 5.0, "arc_easy": 5.0, "wikitext": 5.0}
 
 
+def test_rank_models_names_a_metric_no_file_holds_before_asking_for_its_direction(results):
+    # Before: "the results declare no higher_is_better for 'nosuchmetric'", as if a direction were the problem.
+    for task in (None, "wikitext"):
+        with pytest.raises(MatrixEvalError, match="no results contain metric 'nosuchmetric'; pick one of: .*matrix_entropy"):
+            rank_models(results, "nosuchmetric", task=task)
+
+
 def test_rank_models_needs_a_declared_direction_for_metrics_it_does_not_know(results):
     for r in results:
         r["results"]["wikitext"]["bleu"] = 1.0 / r["config"]["n_params"]

@@ -122,8 +122,7 @@ def fit_table(results: Sequence[dict], x: str = "n_params", metrics: str | Seque
     for metric in metrics:
         points = _points_by_task(results, metric, x, layer)
         if not points:
-            available = ", ".join(_metric_names(results, layer))
-            raise MatrixEvalError(f"no results contain metric {metric!r}; pick one of: {available}")
+            _require_metric(results, metric, layer)
         for task, (xs, ys, n_missing) in points.items():
             fit = fit_power_law(xs, ys)
             notes = [note for note in (fit.ill_posed, fit.caution) if note]
@@ -152,6 +151,7 @@ def rank_models(results: Sequence[dict], metric: str, task: str | None = None, l
 
     if by not in RANK_BY:
         raise MatrixEvalError(f"unknown ranking {by!r}; use one of: {', '.join(RANK_BY)}")
+    _require_metric(results, metric, layer)
     better_high = metric_direction(results, metric) if higher_is_better is None else higher_is_better
     names = [model_name(r) for r in results]
     if task is not None:
@@ -284,6 +284,13 @@ def _value(result: dict, task: str, metric: str, layer: int | None) -> float:
 
 def _tasks(results: Sequence[dict]) -> list[str]:
     return sorted({t for r in results for t in r["results"]})
+
+
+def _require_metric(results: Sequence[dict], metric: str, layer: int | None) -> None:
+    """Fail with what the files do hold when none of them has ``metric`` (before asking for its direction)."""
+    available = _metric_names(results, layer)
+    if metric not in available:
+        raise MatrixEvalError(f"no results contain metric {metric!r}; pick one of: {', '.join(available)}")
 
 
 def _metric_names(results: Sequence[dict], layer: int | None) -> list[str]:
