@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .results import exp_or_inf, finite_loss_records
+
 __all__ = ["Caveat", "CaveatThresholds", "entropy_ceiling", "task_caveats"]
 
 
@@ -88,7 +90,7 @@ def low_entropy_ceiling(median_tokens: float, hidden_size: int, t: CaveatThresho
 
 
 def perplexity_dominated(losses: Sequence[float], t: CaveatThresholds) -> Caveat | None:
-    values = sorted((math.exp(x) if x < 709.0 else math.inf for x in losses), reverse=True)
+    values = sorted((exp_or_inf(x) for x in losses), reverse=True)
     total = sum(values)
     if len(values) < 2 or not math.isfinite(total) or total <= 0:
         return None
@@ -129,6 +131,6 @@ def task_caveats(
     if ok_tokens and "nuclear_norm" in metrics:
         found.append(nuclear_full_rank(median, hidden_size))
     if "perplexity" in metrics:
-        losses = [r["loss"] for r in records if r.get("n_targets") and math.isfinite(r["nll_sum"])]
+        losses = [r["loss"] for r in finite_loss_records(records)]
         found.append(perplexity_dominated(losses, t))
     return [c for c in found if c is not None]

@@ -31,6 +31,12 @@ def _put(out: dict[str, Any], name: str, s) -> None:
     out[f"{name}_ci95"] = list(s.ci95)
 
 
+# Spectral metrics whose data-set value is the plain mean of a per-sample column of the same name (matrix
+# entropy has its own three aggregates, Diff-eRank pairs two models).
+PER_SAMPLE_SPECTRAL = ("effective_rank", "nuclear_norm", "nuclear_norm_exact", "rankme", "rankme_reptrix",
+                       "effective_rank_sigma")
+
+
 def layer_results(
     records: Sequence[Mapping[str, Any]], layer: str, metrics: Sequence[str], hidden_size: int, seed: int
 ) -> dict[str, Any]:
@@ -47,7 +53,7 @@ def layer_results(
         _put(out, "matrix_entropy", agg.a)
         out["matrix_entropy_b"], out["matrix_entropy_b_ci95"] = agg.b, list(agg.b_ci95)
         out["matrix_entropy_c"], out["matrix_entropy_c_ci95"] = agg.c, list(agg.c_ci95)
-    for name in ("effective_rank", "nuclear_norm", "nuclear_norm_exact", "rankme", "rankme_reptrix", "effective_rank_sigma"):
+    for name in PER_SAMPLE_SPECTRAL:
         if name in metrics:
             _put(out, name, summarize(column(name), seed=seed))
     if "diff_erank" in metrics:
@@ -98,7 +104,7 @@ def loss_results(records: Sequence[Mapping[str, Any]], metrics: Sequence[str], s
     exp(loss); *_token_weighted = total NLL / total predicted tokens (and its exp).
     """
     scored = [r for r in records if r.get("n_targets")]
-    valid = [r for r in scored if math.isfinite(r["nll_sum"])]
+    valid = finite_loss_records(scored)
     losses = [r["loss"] for r in valid]
     targets = sum(r["n_targets"] for r in valid)
     token_weighted = sum(r["nll_sum"] for r in valid) / targets if targets else math.nan
@@ -114,6 +120,11 @@ def loss_results(records: Sequence[Mapping[str, Any]], metrics: Sequence[str], s
     out["loss_n_samples"] = len(valid)
     out["loss_n_nonfinite"] = len(scored) - len(valid)
     return out
+
+
+def finite_loss_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records whose loss every loss and perplexity value averages: scored (some predicted token) and finite."""
+    return [r for r in records if r.get("n_targets") and math.isfinite(r["nll_sum"])]
 
 
 def exp_or_inf(x: float) -> float:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from ..errors import MatrixEvalError
 from .fields import MissingField, get_path
-from .readers import DatasetRows as _HubRows
+from .readers import DatasetRows
 from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
@@ -93,7 +93,7 @@ class _Skip(Exception):
         self.reason = reason
 
 
-def _hub_rows(recipe: TaskRecipe) -> _HubRows:
+def _hub_rows(recipe: TaskRecipe) -> DatasetRows:
     import datasets
 
     try:
@@ -103,7 +103,7 @@ def _hub_rows(recipe: TaskRecipe) -> _HubRows:
             f"could not load data set {recipe.hf_path!r} for task {recipe.name!r} ({describe_error(err)}); "
             f"pass a local copy with {recipe.name}=LOCAL_FILE"
         ) from None
-    return _HubRows(dataset, recipe.hf_path)
+    return DatasetRows(dataset, recipe.hf_path)
 
 
 def _open(spec: TaskSpec, recipe: TaskRecipe | None, txt_split: str = "blank") -> tuple[str, Iterable[Row]]:

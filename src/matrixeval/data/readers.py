@@ -47,12 +47,16 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
 
 
+def _decompress_error(path: Path, err: Exception) -> MatrixEvalError:
+    return MatrixEvalError(f"{path}: could not decompress ({describe_error(err)}); check the file")
+
+
 def _read_text(path: Path) -> str:
     try:
         with _open_binary(path) as fh:
             data = fh.read()
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
-        raise MatrixEvalError(f"{path}: could not decompress ({describe_error(err)}); check the file") from None
+        raise _decompress_error(path, err) from None
     return _decode(data, path)
 
 
@@ -83,7 +87,7 @@ def _lines(fh, path: Path) -> Iterator[bytes]:
     try:
         yield from fh
     except (OSError, EOFError) as err:
-        raise MatrixEvalError(f"{path}: could not decompress ({describe_error(err)}); check the file") from None
+        raise _decompress_error(path, err) from None
 
 
 def _columns_as_records(data: dict) -> list | None:

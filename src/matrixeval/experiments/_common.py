@@ -21,7 +21,7 @@ from ..data import DEFAULT_TASK, Task, load_task, parse_task_specs
 from ..engine.files import write_text_atomic
 from ..errors import MatrixEvalError
 from ..metric_info import NoLMHead
-from ..results import exp_or_inf
+from ..results import PER_SAMPLE_SPECTRAL, exp_or_inf
 from ..session import DEFAULT_MAX_LENGTH, Session
 
 logger = logging.getLogger(__name__)
@@ -242,8 +242,7 @@ def sample_values(records: Sequence[Mapping[str, Any]], metric: str, layer: str,
         if metric in ("loss", "perplexity"):
             loss = r.get("loss")
             value = math.nan if loss is None else (loss if metric == "loss" else exp_or_inf(loss))
-        elif metric in ("matrix_entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact", "rankme", "rankme_reptrix",
-                        "effective_rank_sigma"):
+        elif metric == "matrix_entropy" or metric in PER_SAMPLE_SPECTRAL:
             v = r["layers"][layer]
             key = "entropy" if metric == "matrix_entropy" else metric
             value = v[key] if v["status"] == "ok" and v.get(key) is not None else math.nan

@@ -203,14 +203,13 @@ def family_from_spectrum(
     """The engine's per-sample family columns from `spectral_metrics(...)`'s `spectrum`, `n_tokens`, `status_code`
     (batched); NaN where the status is not ok, like every other spectral value.
 
-    `rankme` (Garrido: σ of the centred, normalised token matrix), `rankme_reptrix` (its λ ∝ σ²),
-    `effective_rank_sigma` and `alpha_req` (window 10–99, NaN for fewer than 100 eigenvalues).
+    `rankme` (Garrido: σ of the centred, normalised token matrix), `rankme_reptrix` (its λ ∝ σ²) and
+    `effective_rank_sigma`: the columns the engine stores (`alpha_req` is not one, so it is not fitted here).
     """
     k = torch.minimum(n_tokens.to(lam.device), torch.tensor(hidden_size, device=lam.device))
     values = {
         "rankme": rankme(lam, k=k),
         "rankme_reptrix": rankme(lam, convention="reptrix", k=k),
         "effective_rank_sigma": effective_rank_sigma(lam),
-        "alpha_req": alpha_req(lam),
     }
     return {name: undefined_to_nan(v, status.to(v.device), False) for name, v in values.items()}
