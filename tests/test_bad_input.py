@@ -602,7 +602,7 @@ def test_store_key_holds_torch_and_transformers_versions(gpt2, monkeypatch):
 
     from matrixeval.engine.store import config_key
     from matrixeval.models import parse_model_args
-    from matrixeval.session import model_identity
+    from matrixeval.engine.keys import model_identity
 
     args = parse_model_args(f"pretrained={gpt2}")
     identity = model_identity(args)

@@ -29,6 +29,7 @@ from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
 from .engine.measure import SPECTRAL_FIELDS, MeasureConfig
 from .engine.runner import BatchSizer, run_task
+from .engine.keys import model_identity
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
 from .metric_info import parse_metrics
@@ -54,22 +55,6 @@ def _check_batch_size(batch_size: int | str) -> int | str:
     if value < 1:
         raise MatrixEvalError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     return value
-
-
-def model_identity(args: ModelArgs) -> dict[str, Any]:
-    """The part of a store key that names the model and what runs it: its arguments, its local checkpoint
-    files' sizes and mtimes (a model retrained into the same folder gets a new key), and the torch and
-    transformers versions (an upgrade can change the numbers, so it never mixes with stored ones)."""
-    import torch
-    import transformers
-
-    path = Path(args.pretrained)
-    files = []
-    if path.is_dir():
-        files = sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in path.iterdir() if f.is_file())
-    return {"model": [args.pretrained, args.revision, args.dtype, args.adapter, args.tokenizer,
-                      sorted(args.extra.items())],
-            "model_files": files, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def check_writable(path: Path, what: str) -> None:

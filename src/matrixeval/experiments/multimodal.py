@@ -345,7 +345,8 @@ def multimodal(
     Returns the results dict (`results["TASK/OPERATION"]`), written with a Markdown and a CSV table to
     `output_path/<model>/multimodal_<timestamp>.*` unless output_path is None.
     """
-    from ..session import model_identity, versions
+    from ..engine.keys import model_identity
+    from ..session import versions
 
     started = time.time()
     if not model_args:
