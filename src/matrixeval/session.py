@@ -33,7 +33,7 @@ from .engine.keys import model_identity
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
 from .metric_info import parse_metrics
-from .models import ModelArgs, load_model, model_name, parse_model_args, random_init_like, resolve_layers
+from .models import load_model, model_name, parse_model_args, random_init_like, resolve_layers
 from .models.loading import inspect_model
 from .results import higher_is_better as metric_directions
 from .results import json_safe, task_results, zero_valid_hint
