@@ -38,6 +38,11 @@ class TaskRecipe:
     sample_seed: int | None = None
     builtin: Callable[[], list[Record]] | None = None
     to_qa: Callable[[Record], tuple[str, str] | None] | None = None
+    # Token controls and scoring mode a task may set (task files: min_tokens, max_tokens, output_type). None/False:
+    # the run's own flags decide. rolling: loss/perplexity over every token (lm-eval's loglikelihood_rolling).
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    rolling: bool = False
 
 
 _REGISTRY: dict[str, TaskRecipe] = {}
