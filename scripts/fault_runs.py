@@ -1,7 +1,10 @@
 """Fault runs on the real packaged all-MiniLM-L6-v2: kill, tear, resume, and compare with an uninterrupted run.
 
-Run: .venv/bin/python scripts/fault_runs.py [--docs 48] [--workdir DIR]
-Each scenario starts `python -m matrixeval run` (or torchrun with 2 gloo ranks) in a subprocess, SIGKILLs
+Run: .venv/bin/python scripts/fault_runs.py [--docs 48] [--workdir DIR] [--experiments [NAME ...]]
+With --experiments: the campaign over every experiment (tests/fault_campaign.py): each is run once
+uninterrupted, then SIGKILLed at each of its kill points (early, middle, and one record before its end), re-run,
+and compared with the uninterrupted run; one line per kill point and a total.
+Otherwise each scenario starts `python -m matrixeval run` (or torchrun with 2 gloo ranks) in a subprocess, SIGKILLs
 its whole process group once some samples are durable, optionally tears the last stored line, resumes,
 and checks that the final metric values are bit-identical to an uninterrupted run. Prints one line each.
 """
@@ -22,8 +25,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=48)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--experiments", nargs="*", default=None, metavar="NAME",
+                        help="run the campaign over every experiment (or the ones named)")
     a = parser.parse_args()
     root = Path(a.workdir or tempfile.mkdtemp(prefix="matrixeval-faults-"))
+    if a.experiments is not None:
+        return campaign(root, a.experiments)
     args = ["--limit", str(a.docs), "--batch_size", "4", "--layers", "0,-1",
             "--metrics", "matrix_entropy,effective_rank,nuclear_norm,nuclear_norm_exact,diff_erank"]
     baseline = faults.run(args, root / "baseline")
@@ -50,6 +57,33 @@ def main() -> int:
     print(f"{'another max_length on the same store':<36} resumed {stale:>3} (must be 0: no stale entries reused)")
     print(f"work directory: {root}")
     return 1 if failures else 0
+
+
+def campaign(root: Path, names: list[str]) -> int:
+    """Every experiment (or `names`): kill points early, middle and one record before the end; identical resumes."""
+    from tests import fault_campaign as fc
+
+    cases = [c for c in fc.cases(root / "inputs") if not names or c.name in names]
+    total = identical = 0
+    for case in cases:
+        baseline, _ = fc.run(case, root / case.name / "baseline")
+        lines = fc.stored_lines(root / case.name / "baseline")
+        for point in sorted({*case.kill_points, lines - 1}):
+            out = root / case.name / f"kill{point}"
+            try:
+                at = fc.crash(case, out, point)
+                resumed, said = fc.run(case, out)
+            except (RuntimeError, TimeoutError) as err:
+                total += 1
+                print(f"{case.name:<13} kill point {point:>3}/{lines}: FAILED {err}")
+                continue
+            same = fc.numbers(resumed) == fc.numbers(baseline)
+            total += 1
+            identical += same
+            print(f"{case.name:<13} kill point {point:>3}/{lines}: stored {at:>3} at the kill, re-run resumed "
+                  f"{fc.n_resumed(said):>3}, identical to uninterrupted: {'yes' if same else 'NO'}")
+    print(f"{len(cases)} experiments, {total} kill points, {identical} identical resumes; work directory: {root}")
+    return 0 if identical == total else 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,13 @@ _HEADROOM = 0.8  # use at most this share of the free memory
 _FAULT_DELAY = float(os.environ.get("MATRIXEVAL_FAULT_BATCH_DELAY", "0") or 0)
 
 
+def fault_pause() -> None:
+    """The fault campaign's pause after a durable write (MATRIXEVAL_FAULT_BATCH_DELAY seconds; none by default),
+    so a kill can land between any two stored batches of any experiment."""
+    if _FAULT_DELAY:
+        time.sleep(_FAULT_DELAY)
+
+
 def estimate_batch_size(
     free_bytes: int,
     n_tokens: int,
@@ -194,8 +201,7 @@ def run_task(
             new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference))
             store.append(new)
             records.extend(new)
-            if _FAULT_DELAY:
-                time.sleep(_FAULT_DELAY)
+            fault_pause()
             n_tokens += sum(len(it.input_ids) for it in items)
             bar.update(len(items))
             bar.set_postfix(tok_s=f"{n_tokens / max(time.perf_counter() - started, 1e-9):.0f}")

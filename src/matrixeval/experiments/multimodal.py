@@ -62,6 +62,7 @@ import torch
 from .._version import __version__
 from ..data.readers import read_rows
 from ..engine.files import write_text_atomic
+from ..engine.runner import fault_pause
 from ..engine.store import NullStore, ShardStore, config_key
 from ..errors import MatrixEvalError
 from ..metrics import SpectralMetrics, aggregate, spectral_metrics
@@ -420,6 +421,7 @@ def _measure_all(vlm, samples, options, on_error, store) -> tuple[list[dict[str,
                     continue
                 done[s.doc_id] = _record(s.doc_id, values)
                 store.append([json_safe(done[s.doc_id])])
+                fault_pause()
     finally:
         store.close()
     records = [done[s.doc_id] for s in samples if s.doc_id in done]
