@@ -97,6 +97,8 @@ def cases(root: Path) -> list[Case]:
         Case("multimodal", ["experiment", "multimodal", "--model_args", f"pretrained={llava},dtype=float32",
                             "--device", "cpu", "--tasks", f"pics={pics}", "--image_root", str(images),
                             "--rotate", "90"], "*/multimodal_*.json", [2, 8]),
+        Case("augment", ["experiment", "augment", *common, "--n_views", "2", "--layers", "0,-1"],
+             "*/augment_*.json", [2, 12]),
     ]
 
 

@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, str] = {
     "responses": "matrixeval.experiments.responses",
     "multimodal": "matrixeval.experiments.multimodal",
     "checkpoints": "matrixeval.experiments.checkpoints",
+    "augment": "matrixeval.experiments.augment",
 }
 
 
