@@ -62,6 +62,10 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="directory for the per-sample store (default: OUTPUT/<model>/store); "
                                                  "put it on a shared filesystem for multi-node runs")
     p.add_argument("--exclude_bos", action="store_true", help="leave a leading BOS/CLS token out of the matrix")
+    p.add_argument("--rolling", action="store_true",
+                   help="loss and perplexity over every token of each document in lm-eval's rolling windows of "
+                        "max_length tokens (loglikelihood_rolling), adding word_perplexity, byte_perplexity and "
+                        "bits_per_byte; spectral metrics still read the first max_length tokens")
     p.add_argument("--on_error", choices=("skip", "fail"), default="fail", help="malformed records: skip (counted) or fail")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
@@ -122,7 +126,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, txt_split=a.txt_split, metrics=a.metrics, layers=a.layers,
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
-        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed,
+        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, rolling=a.rolling,
     )
     if out is not None:
         print(results_markdown(out))

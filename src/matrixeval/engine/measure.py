@@ -11,6 +11,7 @@ import torch
 
 from ..metrics import STATUSES, family_from_spectrum, spectral_metrics
 from ..models import LoadedModel, forward
+from ..models.forward import score_windows
 from .batching import Encoded, collate
 
 # The last three come from the same eigenvalues (metrics.family_from_spectrum): no second eigendecomposition.
@@ -28,6 +29,8 @@ class MeasureConfig:
     need_loss: bool
     exclude_bos: bool
     special_ids: frozenset[int]
+    # Loss from lm-eval's rolling windows over every token (each item's `windows`), not from the truncated input.
+    rolling: bool = False
 
 
 def _metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
@@ -64,7 +67,7 @@ def measure_batch(
     """Per-sample records for a batch: spectral metrics per layer, loss, and the untrained model's entropy."""
     ids, attention, span = collate(items, lm.tokenizer.pad_token_id, lm.device)
     mask = _metric_mask(ids, span, cfg)
-    out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss)
+    out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss and not cfg.rolling)
     per_layer = _spectral(out.hidden, mask, cfg.layers)
     # _spectral has taken every captured layer out of out.hidden: nothing of the trained model's forward
     # is left on the device when the reference model runs
@@ -77,6 +80,8 @@ def measure_batch(
         targets = out.target_mask & span  # a span token is a target when something precedes it
         nll_sum = torch.where(targets, out.token_nll.double(), 0.0).sum(dim=1).cpu().tolist()
         n_targets = targets.sum(dim=1).cpu().tolist()
+    if cfg.need_loss and cfg.rolling:
+        nll_sum, n_targets = _rolling_nll(lm, items)
     records = []
     for i, item in enumerate(items):
         layers = {}
@@ -95,5 +100,24 @@ def measure_batch(
             record["nll_sum"] = nll_sum[i]
             record["n_targets"] = n_targets[i]
             record["loss"] = nll_sum[i] / n_targets[i] if n_targets[i] else math.nan
+        if cfg.need_loss and cfg.rolling:
+            record["loglikelihood"] = -nll_sum[i]
+            record["n_windows"] = len(item.windows)
         records.append(record)
     return records
+
+
+def _rolling_nll(lm: LoadedModel, items: Sequence[Encoded]) -> tuple[list[float], list[int]]:
+    """(NLL summed over every token, tokens scored) per item, from its rolling windows: at most len(items) windows
+    per forward pass, so a batch never holds more than a plain batch of max_length-token samples."""
+    flat = [(i, w) for i, item in enumerate(items) for w in item.windows]
+    nll = [0.0] * len(items)
+    count = [0] * len(items)
+    step = max(1, len(items))
+    for start in range(0, len(flat), step):
+        part = flat[start : start + step]
+        scores = score_windows(lm, [w.input_ids for _, w in part], [w.targets for _, w in part])
+        for (i, w), logprob in zip(part, scores):
+            nll[i] -= logprob
+            count[i] += len(w.targets)
+    return nll, count
