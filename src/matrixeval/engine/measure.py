@@ -62,9 +62,13 @@ def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Seque
 
 
 def measure_batch(
-    lm: LoadedModel, items: Sequence[Encoded], cfg: MeasureConfig, reference: LoadedModel | None = None
+    lm: LoadedModel, items: Sequence[Encoded], cfg: MeasureConfig, reference: LoadedModel | None = None,
+    *, window_batch: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-sample records for a batch: spectral metrics per layer, loss, and the untrained model's entropy."""
+    """Per-sample records for a batch: spectral metrics per layer, loss, and the untrained model's entropy.
+
+    In rolling mode the items' windows go through the model `window_batch` at a time (default: len(items)); each
+    is at most max_length tokens, so that many windows take no more memory than a batch of that many samples."""
     ids, attention, span = collate(items, lm.tokenizer.pad_token_id, lm.device)
     mask = _metric_mask(ids, span, cfg)
     out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss and not cfg.rolling)
@@ -81,7 +85,7 @@ def measure_batch(
         nll_sum = torch.where(targets, out.token_nll.double(), 0.0).sum(dim=1).cpu().tolist()
         n_targets = targets.sum(dim=1).cpu().tolist()
     if cfg.need_loss and cfg.rolling:
-        nll_sum, n_targets = _rolling_nll(lm, items)
+        nll_sum, n_targets = _rolling_nll(lm, items, window_batch or len(items))
     records = []
     for i, item in enumerate(items):
         layers = {}
@@ -107,13 +111,12 @@ def measure_batch(
     return records
 
 
-def _rolling_nll(lm: LoadedModel, items: Sequence[Encoded]) -> tuple[list[float], list[int]]:
-    """(NLL summed over every token, tokens scored) per item, from its rolling windows: at most len(items) windows
-    per forward pass, so a batch never holds more than a plain batch of max_length-token samples."""
+def _rolling_nll(lm: LoadedModel, items: Sequence[Encoded], step: int) -> tuple[list[float], list[int]]:
+    """(NLL summed over every token, tokens scored) per item, from its rolling windows, `step` per forward pass."""
     flat = [(i, w) for i, item in enumerate(items) for w in item.windows]
     nll = [0.0] * len(items)
     count = [0] * len(items)
-    step = max(1, len(items))
+    step = max(1, step)
     for start in range(0, len(flat), step):
         part = flat[start : start + step]
         scores = score_windows(lm, [w.input_ids for _, w in part], [w.targets for _, w in part])

@@ -191,7 +191,8 @@ def run_task(
     try:
         for batch in todo:
             items = [encoded[j] for j in batch]
-            new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference))
+            new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference,
+                                                                                   window_batch=sizer.size))
             store.append(new)
             records.extend(new)
             if _FAULT_DELAY:
