@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate a model on tasks (default: packaged MiniLM on a built-in offline task)")
     add_model_and_task_args(run)
     run.add_argument("--metrics", default=None, help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,"
-                     "nuclear_norm_exact,loss,perplexity,diff_erank (default: matrix_entropy + loss,perplexity "
-                     "when the model has an LM head; with no --model_args also diff_erank). diff_erank runs the "
+                     "nuclear_norm_exact,loss,perplexity,diff_erank, and with --rolling word_perplexity,byte_perplexity,"
+                     "bits_per_byte (default: matrix_entropy + loss,perplexity "
+                     "when the model has an LM head, and in rolling mode the three with perplexity; with no "
+                     "--model_args also diff_erank). diff_erank runs the "
                      "seeded random init in eval mode (no dropout), a deliberate departure from the authors' "
                      "diff_erank_dataset.py, which never calls .eval(): there dropout is active and its values "
                      "change from run to run")
