@@ -116,3 +116,26 @@ def test_rolling_refuses_documents_with_a_context(tiny_root):
     session = Session(f"pretrained={path}", metrics="loss", output_path=None, rolling=True)
     with pytest.raises(MatrixEvalError, match="rolling mode scores whole documents"):
         session.run("t", [Document(0, "the cat", {}, context="a dog")])
+
+
+def test_out_of_memory_in_the_windows_halves_and_gives_the_same_numbers(tiny_root, monkeypatch):
+    from matrixeval.engine import measure
+
+    path = make_tiny_causal_lm(tiny_root, "gpt2")
+    docs = _long_docs(4)
+    kwargs = dict(metrics="loss", output_path=None, max_length=16, rolling=True)
+    whole = Session(f"pretrained={path}", batch_size=4, **kwargs).run("t", docs)[1]
+    real, sizes = measure.score_windows, []
+
+    def limited(lm, inputs, targets):  # a fake allocator limit: more than 2 windows at once do not fit
+        sizes.append(len(inputs))
+        if len(inputs) > 2:
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(lm, inputs, targets)
+
+    monkeypatch.setattr(measure, "score_windows", limited)
+    session = Session(f"pretrained={path}", batch_size="auto", **kwargs)
+    halved = session.run("t", docs)[1]
+    assert max(sizes) > 2 and session.sizer.size <= 2
+    for a, b in zip(whole, halved):
+        assert b["loglikelihood"] == pytest.approx(a["loglikelihood"], abs=1e-4) and b["n_targets"] == a["n_targets"]
