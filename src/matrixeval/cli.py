@@ -62,6 +62,10 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="directory for the per-sample store (default: OUTPUT/<model>/store); "
                                                  "put it on a shared filesystem for multi-node runs")
     p.add_argument("--exclude_bos", action="store_true", help="leave a leading BOS/CLS token out of the matrix")
+    p.add_argument("--rolling", action="store_true",
+                   help="loss and perplexity over every token of each document in lm-eval's rolling windows of "
+                        "max_length tokens (loglikelihood_rolling), adding word_perplexity, byte_perplexity and "
+                        "bits_per_byte; spectral metrics still read the first max_length tokens")
     p.add_argument("--on_error", choices=("skip", "fail"), default="fail", help="malformed records: skip (counted) or fail")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
@@ -73,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate a model on tasks (default: packaged MiniLM on a built-in offline task)")
     add_model_and_task_args(run)
     run.add_argument("--metrics", default=None, help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,"
-                     "nuclear_norm_exact,loss,perplexity,diff_erank (default: matrix_entropy + loss,perplexity "
-                     "when the model has an LM head; with no --model_args also diff_erank). diff_erank runs the "
+                     "nuclear_norm_exact,loss,perplexity,diff_erank, and with --rolling word_perplexity,byte_perplexity,"
+                     "bits_per_byte (default: matrix_entropy + loss,perplexity "
+                     "when the model has an LM head, and in rolling mode the three with perplexity; with no "
+                     "--model_args also diff_erank). diff_erank runs the "
                      "seeded random init in eval mode (no dropout), a deliberate departure from the authors' "
                      "diff_erank_dataset.py, which never calls .eval(): there dropout is active and its values "
                      "change from run to run")
@@ -122,7 +128,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, txt_split=a.txt_split, metrics=a.metrics, layers=a.layers,
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
-        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed,
+        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, rolling=a.rolling,
     )
     if out is not None:
         print(results_markdown(out))

@@ -11,7 +11,7 @@ from .caveats import CaveatThresholds
 from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
-from .metric_info import LM_HEAD
+from .metric_info import LM_HEAD, ROLLING, needs_rolling
 from .session import DEFAULT_MAX_LENGTH, EMBEDDED_DEFAULT_METRICS, Session
 
 __all__ = ["DEFAULT_MAX_LENGTH", "EMBEDDED_DEFAULT_METRICS", "evaluate"]
@@ -40,6 +40,7 @@ def evaluate(
     sample_size: int | None = None,
     sample_seed: int | None = None,
     caveats: CaveatThresholds | None = None,
+    rolling: bool = False,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -52,7 +53,9 @@ def evaluate(
     (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
     `sample_size`/`sample_seed` set the random draw of the recipes that sample (default 10,000 records, seed
     1234 or the recipe's own), independent of `seed`. `caveats` sets the thresholds of the warnings each task
-    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`).
+    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`). `rolling` scores loss and
+    perplexity over every token with lm-eval's rolling windows (a task whose recipe sets rolling does so anyway)
+    and adds word_perplexity, byte_perplexity and bits_per_byte.
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -60,13 +63,19 @@ def evaluate(
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
                         sample_seed=sample_seed, on_error=on_error) for spec in specs]
+    rolls = {task.name: rolling or bool(task.recipe is not None and task.recipe.rolling) for task in loaded}
+    asked = metrics.split(",") if isinstance(metrics, str) else list(metrics or ())
+    for task in loaded:  # before the model loads
+        needs_rolling([m.strip() for m in asked], rolls[task.name], task.name)
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
-                      caveats=caveats)
+                      caveats=caveats, rolling=rolling)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:
-        entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source)
+        count = task.recipe.count_text if task.recipe is not None else None
+        entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source,
+                                     rolling=rolls[task.name], count_text=(lambda d, f=count: f(d.record)) if count else None)
         if entry is not None:
             results[task.name] = entry
             by_id = {d.doc_id: d for d in task.documents}
@@ -86,7 +95,7 @@ def _layers_plot(out: dict[str, Any]) -> str | None:
 
     path = out["results_path"]
     target = f"{path[: -len('.json')]}_layers.png"
-    metrics = [m for m in out["config"]["metrics"] if m not in LM_HEAD]
+    metrics = [m for m in out["config"]["metrics"] if m not in LM_HEAD and m not in ROLLING]
     if not metrics:
         return None
     try:

@@ -29,6 +29,13 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("effective_rank_sigma", "hidden states", False, "exp H(σ/‖σ‖₁): effective rank on singular values"),
         MetricInfo("loss", "logits (causal LM head)", False, "mean next-token NLL per sample, averaged over samples"),
         MetricInfo("perplexity", "logits (causal LM head)", False, "exp of each sample's loss, averaged over samples"),
+        # lm-eval's loglikelihood_rolling perplexities (metrics.perplexity): whole documents, rolling mode only.
+        MetricInfo("word_perplexity", "logits (causal LM head), rolling mode", False,
+                   "exp(-sum loglik / sum words), every token scored, words of the original documents (lm-eval)"),
+        MetricInfo("byte_perplexity", "logits (causal LM head), rolling mode", False,
+                   "exp(-sum loglik / sum UTF-8 bytes), every token scored (lm-eval)"),
+        MetricInfo("bits_per_byte", "logits (causal LM head), rolling mode", False,
+                   "-sum loglik / (sum UTF-8 bytes * ln 2), every token scored (lm-eval)"),
         MetricInfo("diff_erank", "hidden states of the model and of a seeded random init", True,
                    "Diff-eRank: exp(mean H untrained) - exp(mean H trained), the authors' formula; "
                    "both models in eval mode (their code leaves dropout on)"),
@@ -67,6 +74,26 @@ class NoLMHead(MatrixEvalError):
 
 
 LM_HEAD = ("loss", "perplexity")
+# Written for tasks measured in rolling mode: when asked for by name, or with perplexity (the default).
+ROLLING = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
+def rolling_columns(metrics: list[str] | tuple[str, ...]) -> list[str]:
+    """The rolling perplexity columns a rolling task writes for the requested `metrics`."""
+    return [m for m in ROLLING if m in metrics or "perplexity" in metrics]
+
+
+def rolling_directions(metrics: list[str] | tuple[str, ...]) -> dict[str, bool]:
+    """``higher_is_better`` of the rolling columns written for `metrics` (all lower is better)."""
+    return {m: METRICS[m].higher_is_better for m in rolling_columns(metrics)}
+
+
+def needs_rolling(metrics: list[str] | tuple[str, ...], rolling: bool, task: str) -> None:
+    """Refuse a rolling-only metric for a task that is not measured in rolling mode."""
+    asked = [m for m in ROLLING if m in metrics]
+    if asked and not rolling:
+        raise MatrixEvalError(f"{asked[0]} scores every token of each document and task {task!r} is not run in "
+                              "rolling mode; pass --rolling (or use a task with rolling: true)")
 
 
 def parse_metrics(spec: str | list[str] | None, has_lm_head: bool) -> list[str]:
@@ -77,6 +104,6 @@ def parse_metrics(spec: str | list[str] | None, has_lm_head: bool) -> list[str]:
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise MatrixEvalError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(METRICS)}")
-    if not has_lm_head and any(n in LM_HEAD for n in names):
+    if not has_lm_head and any(n in (*LM_HEAD, *ROLLING) for n in names):
         raise NoLMHead("loss/perplexity need a causal LM head and this model has none; drop them from --metrics")
     return list(dict.fromkeys(names))

@@ -10,8 +10,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .metric_info import directions
-from .metrics import aggregate, diff_erank, diff_erank_per_sample, summarize
+from .metric_info import LM_HEAD, ROLLING, directions, rolling_columns
+from .metrics import (aggregate, bits_per_byte, byte_perplexity, diff_erank, diff_erank_per_sample, summarize,
+                      word_perplexity)
 
 
 def json_safe(x: Any) -> Any:
@@ -79,7 +80,7 @@ def task_results(
     by_layer = {str(layer): layer_results(records, str(layer), metrics, hidden_size, seed) for layer in layers}
     primary = by_layer[str(max(layers))]
     out: dict[str, Any] = {k: v for k, v in primary.items() if k not in ("n_samples", "skipped_by_status")}
-    if "loss" in metrics or "perplexity" in metrics:
+    if any(m in metrics for m in (*LM_HEAD, *ROLLING)):
         out.update(loss_results(records, metrics, seed))
     skipped = Counter(primary["skipped_by_status"])
     skipped.update(load_skipped)
@@ -119,6 +120,25 @@ def loss_results(records: Sequence[Mapping[str, Any]], metrics: Sequence[str], s
         out["perplexity_token_weighted"] = exp_or_inf(token_weighted)
     out["loss_n_samples"] = len(valid)
     out["loss_n_nonfinite"] = len(scored) - len(valid)
+    if records and all("words" in r for r in records):  # rolling mode: every token of every document was scored
+        out.update(rolling_results(valid, metrics))
+    return out
+
+
+_ROLLING_FNS = {"word_perplexity": (word_perplexity, "words"), "byte_perplexity": (byte_perplexity, "bytes"),
+                "bits_per_byte": (bits_per_byte, "bytes")}
+
+
+def rolling_results(records: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
+    """lm-eval's word_perplexity, byte_perplexity and bits_per_byte over the task (ratios of sums over documents
+    of their log-likelihood and their words or bytes), with the totals they divide."""
+    logliks = [-r["nll_sum"] for r in records]
+    out: dict[str, Any] = {}
+    for name in rolling_columns(list(metrics)):
+        fn, unit = _ROLLING_FNS[name]
+        out[name] = fn(logliks, [r[unit] for r in records])
+    out.update(loglikelihood_sum=math.fsum(logliks), n_words=sum(r["words"] for r in records),
+               n_bytes=sum(r["bytes"] for r in records), n_rolling_tokens=sum(r["n_targets"] for r in records))
     return out
 
 

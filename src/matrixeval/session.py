@@ -16,7 +16,8 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,12 @@ from .engine.batching import encode
 from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
 from .engine.measure import SPECTRAL_FIELDS, MeasureConfig
+from .engine.rolling import prefix_token_id, rolling_token_ids, rolling_windows, window_inputs
 from .engine.runner import BatchSizer, run_task
 from .engine.keys import model_identity
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
-from .metric_info import parse_metrics
+from .metric_info import ROLLING, needs_rolling, parse_metrics, rolling_directions
 from .models import load_model, model_name, parse_model_args, random_init_like, resolve_layers
 from .models.loading import inspect_model
 from .results import higher_is_better as metric_directions
@@ -87,6 +89,13 @@ def _docs_digest(documents: Sequence[Document]) -> str:
     return h.hexdigest()
 
 
+def _counts(text: str) -> dict[str, int]:
+    """A rolling record's word and byte counts, as lm-eval counts them."""
+    from .metrics import count_bytes, count_words
+
+    return {"words": count_words(text), "bytes": count_bytes(text)}
+
+
 def versions() -> dict[str, str]:
     # From the installed metadata: importing datasets just for its version costs ~2 s in a run that never uses it.
     from importlib.metadata import version
@@ -120,8 +129,13 @@ class Session:
         store: str | os.PathLike | None = None,
         exclude_bos: bool = False,
         caveats: CaveatThresholds | None = None,
+        rolling: bool = False,
     ):
         """Check everything that needs no weights, then load the model.
+
+        `rolling` scores loss and perplexity over every token of each document with lm-eval's rolling windows
+        (and adds word_perplexity, byte_perplexity, bits_per_byte); spectral metrics still read the first
+        `max_length` tokens. A task can ask for it itself (``Session.run(..., rolling=True)``).
 
         `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`).
 
@@ -144,6 +158,8 @@ class Session:
         if metrics is None and model_args is None:
             metrics = EMBEDDED_DEFAULT_METRICS
         self.metrics = parse_metrics(metrics, facts.has_lm_head)
+        self.rolling = bool(rolling)
+        self.rolled: set[str] = set()  # the tasks measured in rolling mode
         self.layers = resolve_layers(layers, facts.num_hidden_layers)
         self.output_path = Path(output_path) if output_path is not None else None
         self.run_dir = (self.output_path or Path(".")) / model_name(self.args)
@@ -164,7 +180,7 @@ class Session:
         self.max_length = min(max_length, self.lm.max_positions) if self.lm.max_positions else max_length
         self.cfg = MeasureConfig(
             layers=tuple(self.layers),
-            need_loss=any(m in self.metrics for m in ("loss", "perplexity")),
+            need_loss=any(m in self.metrics for m in ("loss", "perplexity", *ROLLING)),
             exclude_bos=exclude_bos,
             special_ids=frozenset(self.lm.tokenizer.all_special_ids),
         )
@@ -178,13 +194,25 @@ class Session:
         load_skipped: Mapping[str, int] | None = None,
         source: str = "",
         require_spectral: bool = True,
+        rolling: bool | None = None,
+        count_text: Callable[[Document], str] | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | tuple[None, None]:
         """Measure `documents` as task `name`: (results entry, per-sample records) on rank 0, (None, None) elsewhere.
+
+        `rolling` (default: the session's) scores loss/perplexity over every token with lm-eval's rolling windows;
+        `count_text` gives the text whose words and bytes the rolling perplexities count (default: the document's
+        text; lm-eval's wikitext counts the page before detokenisation).
 
         Raises MatrixEvalError when no sample has a defined spectral value, so no results file claims numbers,
         unless `require_spectral` is False (a caller that only reads log-likelihoods, e.g. one-token choices).
         """
+        rolling = self.rolling if rolling is None else bool(rolling)
+        needs_rolling(self.metrics, rolling, name)
         encoded = encode(self.lm.tokenizer, documents, self.max_length)
+        cfg = self.cfg
+        if rolling and cfg.need_loss:
+            encoded = self._with_windows(name, documents, encoded)
+            cfg = replace(cfg, rolling=True)
         key_config = {
             "matrixeval": __version__,
             # The fields a stored record holds: a store written before a metric was added is never reused for it.
@@ -200,13 +228,19 @@ class Session:
             "batch_size": self.batch_size,
             "device_type": self.lm.device.type,
         }
+        if cfg.rolling:  # only then: keys of stores written without rolling stay as they were
+            key_config["rolling"] = {"prefix_token": prefix_token_id(self.lm.tokenizer), "context_len": 1}
         if self.store_root is not None:
             safe = name.replace("/", "__")
             store = ShardStore(self.store_root / f"{safe}-{config_key(key_config)}", key_config)
         else:
             store = NullStore()
-        run = run_task(self.lm, encoded, self.cfg, store, self.world, self.sizer, reference=self.reference, desc=name)
+        run = run_task(self.lm, encoded, cfg, store, self.world, self.sizer, reference=self.reference, desc=name)
         entry, error = None, None
+        if run is not None and cfg.rolling:
+            self.rolled.add(name)
+            counted = {d.doc_id: (count_text(d) if count_text else d.text) for d in documents}
+            run.records = [{**r, **_counts(counted[r["doc_id"]])} for r in run.records]
         if run is not None:
             entry = task_results(
                 run.records,
@@ -239,6 +273,7 @@ class Session:
             print(f"task {name}: resumed {run.n_resumed} of {len(documents)} from the store "
                   f"({run.n_torn} torn lines recomputed)", file=sys.stderr)
         entry["source"] = source
+        entry["rolling"] = cfg.rolling
         entry["n_torn_store_lines"] = run.n_torn
         found = task_caveats(run.records, entry, metrics=self.metrics, hidden_size=self.lm.hidden_size,
                              thresholds=self.caveats)
@@ -246,6 +281,19 @@ class Session:
             print(caveat.line(name), file=sys.stderr)
         entry["warnings"] = [c.as_dict() for c in found]
         return entry, run.records
+
+    def _with_windows(self, name: str, documents: Sequence[Document], encoded: list) -> list:
+        """`encoded` with each document's rolling windows (every token, lm-eval's tokenisation and prefix token)."""
+        if any(d.context is not None for d in documents):
+            raise MatrixEvalError(f"task {name!r}: rolling mode scores whole documents, and these have a context "
+                                  "(prompt or instruction) before the measured text; drop --rolling")
+        tokenizer, prefix = self.lm.tokenizer, prefix_token_id(self.lm.tokenizer)
+        out = []
+        for doc, item in zip(documents, encoded):
+            tokens = rolling_token_ids(tokenizer, doc.text)
+            windows = window_inputs(rolling_windows(tokens, prefix, self.max_length), self.max_length)
+            out.append(replace(item, windows=tuple(windows)))
+        return out
 
     def config(self) -> dict[str, Any]:
         """The results JSON's "config" section."""
@@ -267,6 +315,14 @@ class Session:
             "seed": self.seed,
             "exclude_bos": self.cfg.exclude_bos,
             "world_size": self.world.size,
+            "rolling": self.rolling,
+            "rolling_tasks": sorted(self.rolled),
+            # What each kind of metric reads, so no one takes a truncated number for a whole-document one.
+            "tokens_read": {
+                "spectral": f"the first max_length ({self.max_length}) tokens of each document, as the papers",
+                "loss": ("every token of each document, in lm-eval's rolling windows of max_length tokens"
+                         if self.rolled else f"the first max_length ({self.max_length}) tokens of each document"),
+            },
         }
 
     def finish(
@@ -290,7 +346,9 @@ class Session:
             "results": dict(results),
             **sections,
             "config": {**self.config(), **(extra_config or {})},
-            "higher_is_better": {**metric_directions(self.metrics), **(higher_is_better or {})},
+            "higher_is_better": {**metric_directions(self.metrics),
+                                 **(rolling_directions(self.metrics) if self.rolled else {}),
+                                 **(higher_is_better or {})},
             "versions": versions(),
             "date": datetime.now().isoformat(timespec="seconds"),
             "total_evaluation_time_seconds": round(time.time() - self.started, 3),

@@ -36,6 +36,8 @@ HH = {"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: How are you?
 TEXT = {"id": "12", "url": "https://en.wikipedia.org/wiki/Anarchism", "title": "Anarchism",
         "text": "Anarchism is a political philosophy."}
 POOL = {"text": "Example page text.", "meta": {"pile_set_name": "OpenWebText2"}}
+WIKITEXT_PAGE = {"page": " = Robert Boulter = \n \n Robert Boulter is an English film , television and theatre actor . "
+                          "He had a guest @-@ starring role in 2000 .\n"}
 PYDOC = {"topic": "assert", "paragraph": 3, "text": "Assert statements are a convenient way ..."}
 
 CASES = [
@@ -66,6 +68,9 @@ CASES = [
      ("How did US states get their names?", "From many sources.")),
     ("arena_hard", ARENA, "Write a poem.", None),
     ("arena_hard", {"prompt": "Write a song."}, "Write a song.", None),
+    # lm-eval's detokeniser: " @-@ " joins, " , " and " . " lose their space, "\n " and " \n" lose theirs
+    ("wikitext", WIKITEXT_PAGE, " = Robert Boulter =\n\nRobert Boulter is an English film, television and theatre "
+     "actor. He had a guest-starring role in 2000 .\n", None),
 ]
 
 

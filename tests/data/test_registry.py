@@ -9,7 +9,7 @@ from matrixeval.errors import MatrixEvalError
 EXPECTED = {
     "pydoc_topics", "dolly", "wikipedia", "openwebtext2", "hh_rlhf", "openbookqa", "winogrande", "piqa",
     "openorca", "openorca_system", "alpaca", "wizard", "alpaca_eval", "arena_hard",
-    "wikipedia_reference", "openwebtext2_reference",
+    "wikipedia_reference", "openwebtext2_reference", "wikitext",
 }
 
 

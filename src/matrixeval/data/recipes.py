@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import fields as f
 from .builtin import pydoc_topic_records
 from .registry import TaskRecipe, register_task
+from .wikitext import wikitext_page, wikitext_text
 
 __all__ = ["DEFAULT_TASK", "RECIPES"]
 
@@ -151,6 +152,19 @@ RECIPES = (
         fields=("turns", "prompt"),
         to_text=f.arena_hard_text,
         hf_path="lmarena-ai/arena-hard-auto-v0.1",
+    ),
+    # lm-eval 0.4.13's wikitext task (tasks/wikitext/wikitext.yaml): whole articles, detokenised, every token scored
+    # in rolling windows; words and bytes counted on the page before detokenisation, as its process_results does.
+    TaskRecipe(
+        name="wikitext",
+        description="WikiText-2 raw test articles, lm-eval's detokeniser, rolling perplexity (as lm-eval's wikitext)",
+        fields=("page",),
+        to_text=wikitext_text,
+        hf_path="EleutherAI/wikitext_document_level",
+        hf_name="wikitext-2-raw-v1",
+        split="test",
+        rolling=True,
+        count_text=wikitext_page,
     ),
 )
 

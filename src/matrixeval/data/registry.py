@@ -43,6 +43,9 @@ class TaskRecipe:
     min_tokens: int | None = None
     max_tokens: int | None = None
     rolling: bool = False
+    # Rolling mode: the text whose words and bytes word_perplexity etc. count (None: the scored text, as lm-eval's
+    # default; its wikitext counts the page before detokenisation).
+    count_text: Callable[[Record], str] | None = None
 
 
 _REGISTRY: dict[str, TaskRecipe] = {}

@@ -24,6 +24,8 @@ class Encoded:
     truncated: bool
     span_start: int = 0  # tokens before this index are context: in the model's input, in no metric
     span_stop: int | None = None  # tokens from this index on (trailing special tokens) are in no metric either
+    # Rolling mode: the windows that score every token of the whole document (engine.rolling); None otherwise.
+    windows: tuple | None = None
 
 
 def encode(tokenizer, documents: Sequence[Document], max_length: int) -> list[Encoded]:

@@ -11,6 +11,7 @@ import torch
 
 from ..metrics import STATUSES, family_from_spectrum, spectral_metrics
 from ..models import LoadedModel, forward
+from ..models.forward import score_windows
 from .batching import Encoded, collate
 
 # The last three come from the same eigenvalues (metrics.family_from_spectrum): no second eigendecomposition.
@@ -28,6 +29,8 @@ class MeasureConfig:
     need_loss: bool
     exclude_bos: bool
     special_ids: frozenset[int]
+    # Loss from lm-eval's rolling windows over every token (each item's `windows`), not from the truncated input.
+    rolling: bool = False
 
 
 def _metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
@@ -59,12 +62,16 @@ def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Seque
 
 
 def measure_batch(
-    lm: LoadedModel, items: Sequence[Encoded], cfg: MeasureConfig, reference: LoadedModel | None = None
+    lm: LoadedModel, items: Sequence[Encoded], cfg: MeasureConfig, reference: LoadedModel | None = None,
+    *, window_batch: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Per-sample records for a batch: spectral metrics per layer, loss, and the untrained model's entropy."""
+    """Per-sample records for a batch: spectral metrics per layer, loss, and the untrained model's entropy.
+
+    In rolling mode the items' windows go through the model `window_batch` at a time (default: len(items)); each
+    is at most max_length tokens, so that many windows take no more memory than a batch of that many samples."""
     ids, attention, span = collate(items, lm.tokenizer.pad_token_id, lm.device)
     mask = _metric_mask(ids, span, cfg)
-    out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss)
+    out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss and not cfg.rolling)
     per_layer = _spectral(out.hidden, mask, cfg.layers)
     # _spectral has taken every captured layer out of out.hidden: nothing of the trained model's forward
     # is left on the device when the reference model runs
@@ -77,6 +84,8 @@ def measure_batch(
         targets = out.target_mask & span  # a span token is a target when something precedes it
         nll_sum = torch.where(targets, out.token_nll.double(), 0.0).sum(dim=1).cpu().tolist()
         n_targets = targets.sum(dim=1).cpu().tolist()
+    if cfg.need_loss and cfg.rolling:
+        nll_sum, n_targets = _rolling_nll(lm, items, window_batch or len(items))
     records = []
     for i, item in enumerate(items):
         layers = {}
@@ -95,5 +104,23 @@ def measure_batch(
             record["nll_sum"] = nll_sum[i]
             record["n_targets"] = n_targets[i]
             record["loss"] = nll_sum[i] / n_targets[i] if n_targets[i] else math.nan
+        if cfg.need_loss and cfg.rolling:
+            record["loglikelihood"] = -nll_sum[i]
+            record["n_windows"] = len(item.windows)
         records.append(record)
     return records
+
+
+def _rolling_nll(lm: LoadedModel, items: Sequence[Encoded], step: int) -> tuple[list[float], list[int]]:
+    """(NLL summed over every token, tokens scored) per item, from its rolling windows, `step` per forward pass."""
+    flat = [(i, w) for i, item in enumerate(items) for w in item.windows]
+    nll = [0.0] * len(items)
+    count = [0] * len(items)
+    step = max(1, step)
+    for start in range(0, len(flat), step):
+        part = flat[start : start + step]
+        scores = score_windows(lm, [w.input_ids for _, w in part], [w.targets for _, w in part])
+        for (i, w), logprob in zip(part, scores):
+            nll[i] -= logprob
+            count[i] += len(w.targets)
+    return nll, count

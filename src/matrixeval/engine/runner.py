@@ -198,7 +198,8 @@ def run_task(
     try:
         for batch in todo:
             items = [encoded[j] for j in batch]
-            new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference))
+            new = _measure_with_backoff(items, sizer, lambda chunk: measure_batch(lm, chunk, cfg, reference,
+                                                                                   **_windows(cfg, sizer)))
             store.append(new)
             records.extend(new)
             fault_pause()
@@ -224,6 +225,11 @@ def run_task(
         n_resumed=sum(part[1] for part in gathered),
         n_torn=max(part[2] for part in gathered),
     )
+
+
+def _windows(cfg: MeasureConfig, sizer: BatchSizer) -> dict[str, int]:
+    """Rolling mode: as many windows per forward pass as the batch size in force (it halves on OOM too)."""
+    return {"window_batch": sizer.size} if cfg.rolling else {}
 
 
 def _interrupted(task: str, n_stored: int, n_total: int, where: object) -> str:

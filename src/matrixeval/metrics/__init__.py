@@ -14,6 +14,7 @@ from .family import (
 )
 from .entropy import effective_rank, entropy_from_spectrum, matrix_entropy, normalize_entropy
 from .nuclear import matrix_nuclear_norm
+from .perplexity import bits_per_byte, byte_perplexity, count_bytes, count_words, word_perplexity
 from .spectral import SpectralMetrics, spectral_metrics
 from .spectrum import covariance_spectrum
 
@@ -24,6 +25,10 @@ __all__ = [
     "Summary",
     "aggregate",
     "alpha_req",
+    "bits_per_byte",
+    "byte_perplexity",
+    "count_bytes",
+    "count_words",
     "covariance_spectrum",
     "diff_erank",
     "diff_erank_per_sample",
@@ -42,4 +47,5 @@ __all__ = [
     "representation_spectrum",
     "spectral_metrics",
     "summarize",
+    "word_perplexity",
 ]

@@ -13,7 +13,7 @@ from ..errors import MatrixEvalError
 from .layers import resolve_layers
 from .loading import LoadedModel, unwrap
 
-__all__ = ["ForwardOutput", "forward", "transformer_blocks"]
+__all__ = ["ForwardOutput", "forward", "score_windows", "transformer_blocks"]
 
 
 @dataclass
@@ -58,6 +58,38 @@ def forward(
             return ForwardOutput(hidden=hidden, token_nll=None, target_mask=None)
         token_nll, target_mask = _token_nll(out.logits, input_ids, attention_mask)
     return ForwardOutput(hidden=hidden, token_nll=token_nll, target_mask=target_mask)
+
+
+def score_windows(
+    lm: LoadedModel, inputs: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]
+) -> list[float]:
+    """Summed log-probability of each window's `targets`, read from the logits of the last ``len(targets)``
+    positions of its `inputs` (position ``len(inputs) - len(targets) + k`` predicts ``targets[k]``), as
+    lm-evaluation-harness scores a continuation. One right-padded forward pass of the LM for all windows; the
+    log-softmax in float32, the sum in float64.
+    """
+    if not lm.has_lm_head:
+        raise MatrixEvalError(f"scoring tokens needs a causal LM head and {lm.name} has none; pass a causal LM")
+    width = max(len(ids) for ids in inputs)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for row, window in enumerate(inputs):
+        ids[row, : len(window)] = torch.tensor(list(window), dtype=torch.long)
+        mask[row, : len(window)] = 1
+    _check_batch(lm, ids, mask)
+    with torch.inference_mode():
+        logits = unwrap(lm.model)(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                  use_cache=False).logits
+        out = []
+        for row, (window, target) in enumerate(zip(inputs, targets)):
+            n, stop = len(target), len(window)
+            if not 0 < n <= stop:
+                raise ValueError(f"a window of {stop} input tokens cannot score {n} targets")
+            logprobs = F.log_softmax(logits[row, stop - n : stop].float(), dim=-1)
+            picked = logprobs.gather(1, torch.tensor(list(target), device=logprobs.device).unsqueeze(1))
+            out.append(picked.double().sum().item())
+    return out
 
 
 def transformer_blocks(backbone: torch.nn.Module, num_hidden_layers: int) -> torch.nn.ModuleList:

@@ -119,7 +119,8 @@ def _is_numeric_column(rows: Sequence[Mapping], column: str) -> bool:
 _SHOWN = ("matrix_entropy", "matrix_entropy_b", "matrix_entropy_c", "effective_rank", "effective_rank_sigma", "rankme",
           "rankme_reptrix", "nuclear_norm",
           "nuclear_norm_exact", "diff_erank", "diff_erank_per_sample", "loss", "loss_token_weighted", "perplexity",
-          "perplexity_of_mean_loss", "perplexity_token_weighted")
+          "perplexity_of_mean_loss", "perplexity_token_weighted", "word_perplexity", "byte_perplexity",
+          "bits_per_byte")
 
 
 def results_rows(out: Mapping) -> list[dict]:
@@ -130,7 +131,8 @@ def results_rows(out: Mapping) -> list[dict]:
         for layer, values in entry["by_layer"].items():
             merged = dict(values)
             if int(layer) == entry["primary_layer"]:
-                merged.update({k: v for k, v in entry.items() if k.startswith(("loss", "perplexity"))})
+                merged.update({k: v for k, v in entry.items() if k.startswith(("loss", "perplexity"))
+                               or k in ("word_perplexity", "byte_perplexity", "bits_per_byte")})
             for metric in _SHOWN:
                 if metric not in merged:
                     continue
