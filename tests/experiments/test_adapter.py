@@ -96,7 +96,7 @@ def test_train_lowers_the_loss_on_the_training_texts_by_a_direct_forward(llama_p
     out, out_dir = trained
     check_outputs(out, COLUMNS)
     adapter = out["config"]["adapter"]
-    assert adapter.startswith(str(out_dir)) and "lora_" in adapter
+    assert adapter.startswith(str(out_dir)) and Path(adapter).name.startswith("lora-")
     texts = [r["text"] for r in read_jsonl(tiny_corpus)[:8]]
     base, tuned = _direct_loss(llama_path, None, texts), _direct_loss(llama_path, adapter, texts)
     assert tuned < base - 0.1, (base, tuned)
@@ -134,7 +134,7 @@ def test_cli_train_prints_the_adapter_path_and_states_defaults(llama_path, tiny_
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "loss_adapter" in captured.out
-    [adapter] = list(tmp_path.glob("*/lora_*"))
+    [adapter] = [p for p in tmp_path.glob("*/lora-*") if p.is_dir()]
     assert f"LoRA adapter saved to {adapter}" in captured.err
     training = json.loads((adapter / "training.json").read_text())
     assert training["n_steps"] == 2 and len(training["losses"]) == 2 and training["seed"] == 1234
