@@ -43,6 +43,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -303,7 +304,9 @@ def train_lora(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(opts.seed)  # the LoRA A init, dropout and the order of texts
         try:
-            model = get_peft_model(lm.model, config)
+            with warnings.catch_warnings():  # peft asks transformers a deprecated question; the user can do nothing
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                model = get_peft_model(lm.model, config)
         except ValueError as err:
             raise MatrixEvalError(f"LoRA cannot adapt {lm.name} with target_modules={target!r} ({err}); "
                                   "name the modules with --target_modules") from None
@@ -363,7 +366,7 @@ def train_lora(
             "identity": model_identity(base_args)}
 
     def fill(folder: Path) -> None:  # the folder is renamed into place whole: its files need no writer of their own
-        model.save_pretrained(folder)
+        _save_pretrained(model, folder)
         (folder / "training.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         (folder / BASE_FILE).write_text(json.dumps(base, indent=2, default=str), encoding="utf-8")
 
@@ -375,6 +378,22 @@ def train_lora(
 
 # Fault injection for tests: a pause after each optimiser step, so a run can be killed mid-training.
 _FAULT_DELAY = float(os.environ.get("MATRIXEVAL_FAULT_BATCH_DELAY", "0") or 0)
+
+
+def _save_pretrained(model: Any, folder: Path) -> None:
+    """PEFT's save_pretrained; safetensors reports a failed write (a full disk) as its own error type, which
+    becomes the OSError it wraps, so the writer names the folder in one line."""
+    import re
+
+    from safetensors import SafetensorError
+
+    try:
+        model.save_pretrained(folder)
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1]))) from None
 
 
 def _save_state(path: Path, state: Mapping[str, Any]) -> None:
