@@ -23,6 +23,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _batch_size(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -63,6 +73,10 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
                                                  "put it on a shared filesystem for multi-node runs")
     p.add_argument("--exclude_bos", action="store_true", help="leave a leading BOS/CLS token out of the matrix")
     p.add_argument("--on_error", choices=("skip", "fail"), default="fail", help="malformed records: skip (counted) or fail")
+    p.add_argument("--dist_timeout", type=_seconds, default=600.0,
+                   help="under torchrun: seconds a rank may go without a heartbeat (stalled, e.g. SIGSTOP or a hung "
+                        "device, or dead) before the other ranks stop with one line naming it; a rank that is only "
+                        "slower is waited for (default: 600)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
 
@@ -122,7 +136,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, txt_split=a.txt_split, metrics=a.metrics, layers=a.layers,
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
-        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed,
+        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, dist_timeout=a.dist_timeout,
     )
     if out is not None:
         print(results_markdown(out))

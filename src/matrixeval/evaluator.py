@@ -40,6 +40,7 @@ def evaluate(
     sample_size: int | None = None,
     sample_seed: int | None = None,
     caveats: CaveatThresholds | None = None,
+    dist_timeout: float = 600.0,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -52,7 +53,8 @@ def evaluate(
     (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
     `sample_size`/`sample_seed` set the random draw of the recipes that sample (default 10,000 records, seed
     1234 or the recipe's own), independent of `seed`. `caveats` sets the thresholds of the warnings each task
-    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`).
+    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`). Under torchrun a rank silent
+    for `dist_timeout` seconds (stalled or dead) stops the others with one line (see `matrixeval.engine.dist`).
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -62,7 +64,7 @@ def evaluate(
                         sample_seed=sample_seed, on_error=on_error) for spec in specs]
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
-                      caveats=caveats)
+                      caveats=caveats, dist_timeout=dist_timeout)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:

@@ -25,7 +25,7 @@ from ._version import __version__
 from .caveats import CaveatThresholds, task_caveats
 from .data import Document
 from .engine.batching import encode
-from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
+from .engine.dist import DEFAULT_TIMEOUT, barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
 from .engine.measure import SPECTRAL_FIELDS, MeasureConfig
 from .engine.runner import BatchSizer, run_task
@@ -120,10 +120,12 @@ class Session:
         store: str | os.PathLike | None = None,
         exclude_bos: bool = False,
         caveats: CaveatThresholds | None = None,
+        dist_timeout: float = DEFAULT_TIMEOUT,
     ):
         """Check everything that needs no weights, then load the model.
 
-        `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`).
+        `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`). Under torchrun,
+        `dist_timeout` is how many seconds a rank may go silent before the others stop (`engine.dist`).
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
         folders are checked from the config alone, so a mistake is reported in a second, not after a large
@@ -133,7 +135,7 @@ class Session:
         self.batch_size = _check_batch_size(batch_size)
         if max_length < 2:
             raise MatrixEvalError(f"max_length must be at least 2 tokens, got {max_length}")
-        self.world = init_world(device)
+        self.world = init_world(device, dist_timeout)
         if self.world.size > 1 and device is None:
             import torch
 
