@@ -27,7 +27,7 @@ from .data import Document
 from .engine.batching import encode
 from .engine.dist import DEFAULT_TIMEOUT, barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
-from .engine.measure import SPECTRAL_FIELDS, MeasureConfig
+from .engine.measure import METRIC_THREADS, SPECTRAL_FIELDS, MeasureConfig
 from .engine.runner import BatchSizer, run_task
 from .engine.keys import model_identity
 from .engine.store import NullStore, ShardStore, config_key
@@ -251,6 +251,8 @@ class Session:
 
     def config(self) -> dict[str, Any]:
         """The results JSON's "config" section."""
+        import torch
+
         lm = self.lm
         return {
             "model_args": self.model_args_text or f"pretrained={self.args.pretrained}",
@@ -269,6 +271,9 @@ class Session:
             "seed": self.seed,
             "exclude_bos": self.cfg.exclude_bos,
             "world_size": self.world.size,
+            # the forward pass's intra-op threads (this rank's), and the metric core's, the same everywhere
+            "threads": torch.get_num_threads(),
+            "metric_threads": METRIC_THREADS,
         }
 
     def finish(

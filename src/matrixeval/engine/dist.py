@@ -10,6 +10,7 @@ waited for however long it takes. The process group's own timeout (gloo, nccl) i
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -63,11 +64,13 @@ def init_world(device: str | None, timeout: float = DEFAULT_TIMEOUT) -> World:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
         torch_dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
     if _sync["beat"] is None:
-        store = _store()
-        beat = threading.Thread(target=_heartbeat, args=(store, rank, min(1.0, timeout / 5)), daemon=True,
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(_store(), rank, min(1.0, timeout / 5), stop), daemon=True,
                                 name="matrixeval-heartbeat")
         beat.start()
         _sync["beat"] = beat
+        # Stopped before the interpreter tears down: a thread still inside a store call at exit aborts the process.
+        atexit.register(_stop_heartbeat, beat, stop)
     return World(rank=rank, size=size, local_rank=local_rank, timeout=timeout)
 
 
@@ -78,13 +81,18 @@ def _store() -> Any:
     return _get_default_store()
 
 
-def _heartbeat(store: Any, rank: int, period: float) -> None:
-    while True:
+def _heartbeat(store: Any, rank: int, period: float, stop: threading.Event) -> None:
+    while not stop.is_set():
         try:
             store.add(f"{_PREFIX}beat/{rank}", 1)
         except Exception:  # noqa: BLE001 - the store is gone (the launcher ended): nothing left to tell
             return
-        time.sleep(period)
+        stop.wait(period)
+
+
+def _stop_heartbeat(beat: threading.Thread, stop: threading.Event) -> None:
+    stop.set()
+    beat.join(timeout=10)
 
 
 def wait_for_all(world: World) -> None:
