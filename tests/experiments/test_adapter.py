@@ -339,3 +339,45 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_adapter(llama_path, 
     ra, rb = (json.loads(next(x.glob("*__adapter*/adapter_*.json")).read_text()) for x in (killed, whole))
     assert ra["table"] == rb["table"]
     assert not list(killed.rglob("*.state.pt"))
+
+
+def test_ctrl_c_after_an_epoch_says_where_the_state_is_and_the_same_command_resumes(llama_path, tiny_corpus, tmp_path,
+                                                                                     capsys, monkeypatch):
+    """issue 16: Ctrl-C during adapter --train said "stored samples will be resumed", then training restarted
+    from zero. Here Ctrl-C lands right after the first epoch's state is written (as a KeyboardInterrupt would
+    between two Python steps): one line names the state, and the same command resumes at epoch 2."""
+    import matrixeval.experiments.adapter as adapter_module
+
+    real = adapter_module._save_state
+
+    def save_then_ctrl_c(path, state):
+        real(path, state)
+        raise KeyboardInterrupt
+
+    argv = ["experiment", "adapter", "--model_args", f"pretrained={llama_path}", "--train", "--epochs", "2",
+            "--train_batch_size", "4", "--tasks", str(tiny_corpus), "--limit", "4", "--metrics", "loss",
+            "--output_path", str(tmp_path)]
+    monkeypatch.setattr(adapter_module, "_save_state", save_then_ctrl_c)
+    assert main(argv) == 130
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("matrixeval:")]
+    [state] = list(tmp_path.rglob("lora-*.state.pt"))
+    assert line == (f"matrixeval: interrupted: LoRA training stopped at step 1 of 2; the state of its last finished "
+                    f"epoch is in {str(state)!r}; re-run the same command to resume")
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert f"LoRA training: resuming at epoch 2 (step 2) from {str(state)!r}" in capsys.readouterr().err
+    assert not state.exists() and len(_adapters(tmp_path)) == 1
+
+
+def test_train_under_torchrun_refuses_before_loading(llama_path, tiny_corpus, tmp_path, capsys, monkeypatch):
+    """Training runs in one process: under torchrun every rank would train the same adapter. One line, and no
+    model loads (no process group is even joined)."""
+    import matrixeval.experiments.adapter as adapter_module
+
+    monkeypatch.setattr(adapter_module, "train_lora", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = ["experiment", "adapter", "--model_args", f"pretrained={llama_path}", "--train", "--tasks",
+            str(tiny_corpus), "--limit", "2", "--output_path", str(tmp_path)]
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("matrixeval: error: --train trains in one process; run the same command without torchrun")

@@ -51,7 +51,7 @@ from typing import Any
 
 from ..engine.files import write_bytes_atomic, write_folder_atomic
 from ..engine.keys import inputs_digest, key_path, make_key, model_identity, say_reused
-from ..errors import MatrixEvalError
+from ..errors import Interrupted, MatrixEvalError
 from ..models import default_model_path, model_name, parse_model_args
 from ..session import check_writable
 from . import _common as common
@@ -330,31 +330,37 @@ def train_lora(
         total = settings.epochs * steps_per_epoch
         total = min(total, settings.max_steps) if settings.max_steps else total
         pad = lm.tokenizer.pad_token_id
-        while len(losses) < total:  # epoch after epoch, each in a fresh seeded order
-            order = torch.randperm(len(items)).tolist()
-            for start in range(0, len(order), settings.batch_size):
-                if len(losses) >= total:
-                    break
-                batch = [items[i] for i in order[start:start + settings.batch_size]]
-                ids, mask, span = collate(batch, pad, lm.device)
-                labels = ids.masked_fill(~span, -100)  # context and padding are not trained on
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                if not torch.isfinite(loss):
-                    raise MatrixEvalError(f"LoRA training loss became {loss.item()} at step {len(losses) + 1}; "
-                                          "lower --learning_rate, or load the model in bfloat16/float32")
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                if _FAULT_DELAY:
-                    time.sleep(_FAULT_DELAY)
-            epoch += 1
-            if len(losses) < total:  # the last epoch's state is the adapter folder itself
-                _save_state(state_path, {
-                    "key": json.dumps(key, sort_keys=True, default=str), "epoch": epoch, "losses": losses,
-                    "adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
-                    "rng_cpu": torch.get_rng_state(), "rng_cuda": torch.cuda.get_rng_state_all() if devices else [],
-                })
+        try:
+            while len(losses) < total:  # epoch after epoch, each in a fresh seeded order
+                order = torch.randperm(len(items)).tolist()
+                for start in range(0, len(order), settings.batch_size):
+                    if len(losses) >= total:
+                        break
+                    batch = [items[i] for i in order[start:start + settings.batch_size]]
+                    ids, mask, span = collate(batch, pad, lm.device)
+                    labels = ids.masked_fill(~span, -100)  # context and padding are not trained on
+                    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                    if not torch.isfinite(loss):
+                        raise MatrixEvalError(f"LoRA training loss became {loss.item()} at step {len(losses) + 1}; "
+                                              "lower --learning_rate, or load the model in bfloat16/float32")
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(loss.item())
+                    if _FAULT_DELAY:
+                        time.sleep(_FAULT_DELAY)
+                epoch += 1
+                if len(losses) < total:  # the last epoch's state is the adapter folder itself
+                    _save_state(state_path, {
+                        "key": json.dumps(key, sort_keys=True, default=str), "epoch": epoch, "losses": losses,
+                        "adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
+                        "rng_cpu": torch.get_rng_state(), "rng_cuda": torch.cuda.get_rng_state_all() if devices else [],
+                    })
+        except KeyboardInterrupt:
+            done = (f"the state of its last finished epoch is in {str(state_path)!r}" if state_path.is_file()
+                    else "no epoch had finished, so nothing is saved")
+            raise Interrupted(f"LoRA training stopped at step {len(losses)} of {total}; {done}; re-run the same "
+                              "command to resume") from None
     record = {
         "settings": {**asdict(settings), "target_modules": sorted(model.peft_config["default"].target_modules)},
         "seed": opts.seed, "n_texts": len(items), "max_length": max_length, "n_steps": len(losses),
