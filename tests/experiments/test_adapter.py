@@ -207,6 +207,7 @@ def test_an_adapter_loaded_on_another_base_of_the_same_shape_warns_once(llama_pa
     recorded = json.loads((Path(adapter) / BASE_FILE).read_text())
     assert recorded["model_args"] == f"pretrained={llama_path}" and recorded["model_name"]
     check_base(f"pretrained={llama_path}", adapter)
+    check_base(f"pretrained={llama_path},dtype=float32", adapter)  # the same base, loaded another way
     assert capsys.readouterr().err == ""
     other = make_tiny_causal_lm(tiny_root, "llama", seed=1)  # the same shape, other weights
     got = adapter_experiment(f"pretrained={other}", str(tiny_corpus), adapter=adapter, limit=2, metrics="loss",
@@ -247,6 +248,12 @@ def test_an_unwritable_output_path_fails_before_training(llama_path, tiny_corpus
     assert main([*argv, str(blocker)]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"matrixeval: error: output_path '{blocker}' is a file; give a folder (it is created if missing)"]
+    # what the measuring after training would refuse is refused before it too
+    for flags, says in ((["--metrics", "nosuch"], "nosuch"), (["--layers", "99"], "99"),
+                        (["--store", str(blocker)], f"store '{blocker}' is a file")):
+        assert main([*argv, str(tmp_path / "out"), *flags]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("matrixeval: error: ") and says in line, line
     ro = _read_only(tmp_path / "ro")
     try:
         assert main([*argv, str(ro / "out")]) == 2

@@ -168,7 +168,7 @@ def adapter_experiment(
         settings = train if isinstance(train, LoraTraining) else LoraTraining()
         _check_no_adapter(model_args)  # before any training
         root = Path(opts.output_path) if opts.output_path is not None else Path(".")
-        check_writable(root, "output_path")  # before any training: the adapter is written there at the end
+        _check_before_training(model_args, metrics, opts, root)
         loaded = common.load_tasks(tasks, opts)
         documents = [d for t in loaded for d in t.documents]
         key = training_key(model_args, documents, settings, opts)
@@ -239,6 +239,22 @@ def training_key(model_args: str | Mapping[str, Any] | None, documents: Sequence
                      "device_type": device.split(":")[0], "trainer": _TRAINER})
 
 
+def _check_before_training(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,
+                           opts: common.Options, root: Path) -> None:
+    """What the measuring after training would refuse, checked from the config alone before any training: the
+    output folder (the adapter goes there) and the store writable, the metrics and layers valid for the model."""
+    from ..metric_info import parse_metrics
+    from ..models import resolve_layers
+    from ..models.loading import inspect_model
+
+    check_writable(root, "output_path")
+    if opts.store:
+        check_writable(Path(opts.store), "store")
+    facts = inspect_model(parse_model_args(model_args))
+    parse_metrics(metrics, facts.has_lm_head)
+    resolve_layers(opts.layers, facts.num_hidden_layers)
+
+
 def _is_adapter(folder: Path) -> bool:
     """A finished adapter folder (written whole: it exists only once training ended)."""
     return all((folder / name).is_file() for name in ("adapter_config.json", "training.json", BASE_FILE))
@@ -250,15 +266,20 @@ def check_base(model_args: str | Mapping[str, Any] | None, adapter: str | os.Pat
     path = Path(adapter) / BASE_FILE
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))
-        trained_on = {k: v for k, v in recorded["identity"].items() if k not in ("torch", "transformers")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        trained_on = _weights_identity(recorded["identity"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return  # not trained by matrixeval (or unreadable): PEFT's own checks apply when it loads
     base = parse_model_args(model_args)
-    now = {k: v for k, v in model_identity(base).items() if k not in ("torch", "transformers")}
-    if json.loads(json.dumps(now)) != trained_on:
+    if _weights_identity(json.loads(json.dumps(model_identity(base), default=str))) != trained_on:
         print(f"matrixeval: warning: adapter {str(adapter)!r} was trained on base {recorded.get('model_args')!r} "
               f"(as recorded in {BASE_FILE}), not on {base.pretrained!r} as it is now (another model, or its files "
               "changed); its numbers describe a pairing that was never trained", file=sys.stderr)
+
+
+def _weights_identity(identity: Mapping[str, Any]) -> list[Any]:
+    """Which weights an identity names: the model (path or hub id), its revision and its files' fingerprint; not
+    the dtype, tokenizer or library versions, which load the same base differently but do not change it."""
+    return [identity["model"][0], identity["model"][1], identity["model_files"]]
 
 
 def train_lora(
