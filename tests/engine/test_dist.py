@@ -66,7 +66,8 @@ def test_a_stopped_rank_ends_the_other_within_the_timeout_with_one_line(tiny_roo
 
     model = make_tiny_causal_lm(tiny_root, "gpt2")
     out = tmp_path / "out"
-    cmd = faults.command(["--model_args", f"pretrained={model}", "--tasks", str(tiny_corpus), "--batch_size", "2",
+    cmd = faults.command(["--model_args", f"pretrained={model}", "--tasks", str(tiny_corpus), "--limit", "8",
+                          "--batch_size", "2",
                           "--metrics", "matrix_entropy", "--dist_timeout", "5"], out, ranks=2)
     proc = subprocess.Popen(cmd, env=faults.env(0.5), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
