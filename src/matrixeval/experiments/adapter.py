@@ -24,8 +24,7 @@ as model_args + ",adapter=PATH") measures the same documents. Variants "<task>/b
 stored, resumable and data-parallel like `run` (training itself runs in one process and refuses torchrun:
 train without it, then the same command under torchrun reuses the adapter and shards the measuring). The JSON
 is written under the adapted model's name (<output_path>/<model>__adapter<PATH>/adapter_<timestamp>.json); its
-config holds the base model's config
-under "base".
+config holds the base model's config under "base".
 
 Output columns (table .md/.csv next to the JSON, and the "table" key of the JSON):
   task               the task
