@@ -388,3 +388,27 @@ def test_train_under_torchrun_refuses_before_loading(llama_path, tiny_corpus, tm
     assert main(argv) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("matrixeval: error: --train trains in one process; run the same command without torchrun")
+
+
+@pytest.mark.slow
+def test_a_trained_adapter_is_reused_under_torchrun_and_the_measuring_shards(llama_path, tiny_corpus, tmp_path):
+    """The README's way to use torchrun with --train: train in one process, then the same command under torchrun
+    reuses the adapter (said once) and gives the one-process table."""
+    import subprocess
+
+    from tests import faults
+
+    argv = ["experiment", "adapter", "--model_args", f"pretrained={llama_path}", "--train", "--max_steps", "2",
+            "--tasks", str(tiny_corpus), "--limit", "6", "--batch_size", "2", "--metrics", "matrix_entropy,loss",
+            "--output_path", str(tmp_path)]
+    assert main(argv) == 0
+    [adapter] = _adapters(tmp_path)
+    one = json.loads(next(tmp_path.glob("*__adapter*/adapter_*.json")).read_text())
+    proc = subprocess.run([str(faults.VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "matrixeval",
+                           *argv], env=faults.env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count(f"LoRA adapter: reusing {str(adapter)!r}") == 1
+    assert _adapters(tmp_path) == [adapter]
+    two = json.loads(max(tmp_path.glob("*__adapter*/adapter_*.json")).read_text())
+    assert two["config"]["world_size"] == 2 and one["config"]["world_size"] == 1
+    assert two["table"] == one["table"]

@@ -174,7 +174,8 @@ def adapter_experiment(
         key = training_key(model_args, documents, settings, opts)
         adapter = key_path(root / model_name(parse_model_args(model_args)), "lora", key)
         if _is_adapter(adapter):
-            say_reused("LoRA adapter", adapter)
+            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: said once
+                say_reused("LoRA adapter", adapter)
             training_record = json.loads((adapter / "training.json").read_text(encoding="utf-8"))
         else:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
