@@ -23,6 +23,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _batch_size(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -67,6 +77,10 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
                         "max_length tokens (loglikelihood_rolling), adding word_perplexity, byte_perplexity and "
                         "bits_per_byte; spectral metrics still read the first max_length tokens")
     p.add_argument("--on_error", choices=("skip", "fail"), default="fail", help="malformed records: skip (counted) or fail")
+    p.add_argument("--dist_timeout", type=_seconds, default=600.0,
+                   help="under torchrun: seconds a rank may go without a heartbeat (stalled, e.g. SIGSTOP or a hung "
+                        "device, or dead) before the other ranks stop with one line naming it; a rank that is only "
+                        "slower is waited for (default: 600)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
 
@@ -129,6 +143,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
         store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, rolling=a.rolling,
+        dist_timeout=a.dist_timeout,
     )
     if out is not None:
         print(results_markdown(out))

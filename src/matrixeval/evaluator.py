@@ -41,6 +41,7 @@ def evaluate(
     sample_seed: int | None = None,
     caveats: CaveatThresholds | None = None,
     rolling: bool = False,
+    dist_timeout: float = 600.0,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -55,7 +56,8 @@ def evaluate(
     1234 or the recipe's own), independent of `seed`. `caveats` sets the thresholds of the warnings each task
     carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`). `rolling` scores loss and
     perplexity over every token with lm-eval's rolling windows (a task whose recipe sets rolling does so anyway)
-    and adds word_perplexity, byte_perplexity and bits_per_byte.
+    and adds word_perplexity, byte_perplexity and bits_per_byte. Under torchrun a rank silent
+    for `dist_timeout` seconds (stalled or dead) stops the others with one line (see `matrixeval.engine.dist`).
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
@@ -69,7 +71,7 @@ def evaluate(
         needs_rolling([m.strip() for m in asked], rolls[task.name], task.name)
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
-                      caveats=caveats, rolling=rolling)
+                      caveats=caveats, rolling=rolling, dist_timeout=dist_timeout)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:

@@ -26,9 +26,9 @@ from ._version import __version__
 from .caveats import CaveatThresholds, task_caveats
 from .data import Document
 from .engine.batching import encode
-from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
+from .engine.dist import DEFAULT_TIMEOUT, barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
-from .engine.measure import SPECTRAL_FIELDS, MeasureConfig
+from .engine.measure import METRIC_THREADS, SPECTRAL_FIELDS, MeasureConfig
 from .engine.rolling import prefix_token_id, rolling_token_ids, rolling_windows, window_inputs
 from .engine.runner import BatchSizer, run_task
 from .engine.keys import model_identity
@@ -130,6 +130,7 @@ class Session:
         exclude_bos: bool = False,
         caveats: CaveatThresholds | None = None,
         rolling: bool = False,
+        dist_timeout: float = DEFAULT_TIMEOUT,
     ):
         """Check everything that needs no weights, then load the model.
 
@@ -137,7 +138,8 @@ class Session:
         (and adds word_perplexity, byte_perplexity, bits_per_byte); spectral metrics still read the first
         `max_length` tokens. A task can ask for it itself (``Session.run(..., rolling=True)``).
 
-        `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`).
+        `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`). Under torchrun,
+        `dist_timeout` is how many seconds a rank may go silent before the others stop (`engine.dist`).
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
         folders are checked from the config alone, so a mistake is reported in a second, not after a large
@@ -147,7 +149,7 @@ class Session:
         self.batch_size = _check_batch_size(batch_size)
         if max_length < 2:
             raise MatrixEvalError(f"max_length must be at least 2 tokens, got {max_length}")
-        self.world = init_world(device)
+        self.world = init_world(device, dist_timeout)
         if self.world.size > 1 and device is None:
             import torch
 
@@ -297,6 +299,8 @@ class Session:
 
     def config(self) -> dict[str, Any]:
         """The results JSON's "config" section."""
+        import torch
+
         lm = self.lm
         return {
             "model_args": self.model_args_text or f"pretrained={self.args.pretrained}",
@@ -323,6 +327,9 @@ class Session:
                 "loss": ("every token of each document, in lm-eval's rolling windows of max_length tokens"
                          if self.rolled else f"the first max_length ({self.max_length}) tokens of each document"),
             },
+            # the forward pass's intra-op threads (this rank's), and the metric core's, the same everywhere
+            "threads": torch.get_num_threads(),
+            "metric_threads": METRIC_THREADS,
         }
 
     def finish(

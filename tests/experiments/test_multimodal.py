@@ -426,3 +426,27 @@ def test_cli_subprocess_on_error_skip_counts_an_unreadable_image(tmp_path, image
     assert "| d " in done.stdout and "| base " in done.stdout
     entry = json.loads(next((tmp_path / "out").rglob("multimodal_*.json")).read_text())["results"]["d/base"]
     assert entry["n_samples"] == 2 and entry["n_skipped"] == 1 and entry["skipped_on_load"] == {"unreadable_image": 1}
+
+
+def test_an_output_path_that_is_a_file_or_torchrun_is_one_line_before_loading(tmp_path, data_file, image_dir, capsys,
+                                                                               monkeypatch):
+    """issue 16: `--output_path` a file: a traceback after measuring; `multimodal` under torchrun: both ranks did
+    all the work and wrote two result files. Now one line each, before any model loads (the model path does not
+    even exist, so loading it would be another error)."""
+    from matrixeval.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = ["experiment", "multimodal", "--model_args", f"pretrained={tmp_path / 'no-such-model'}", "--tasks",
+            f"tiny={data_file}", "--image_root", str(image_dir), "--device", "cpu", "--output_path"]
+    assert main([*argv, str(blocker)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"matrixeval: error: output_path '{blocker}' is a file; give a folder (it is created if missing)"]
+    assert main([*argv, str(blocker / "sub")]) == 2
+    assert f"output_path '{blocker / 'sub'}' cannot be created: '{blocker}' is a file" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*argv, str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "matrixeval: error: multimodal measures in one process and does not shard across ranks; run it without "
+        "torchrun"]
+    assert blocker.read_text() == "x" and not (tmp_path / "out").exists()

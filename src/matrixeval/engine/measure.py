@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,10 @@ from ..metrics import STATUSES, family_from_spectrum, spectral_metrics
 from ..models import LoadedModel, forward
 from ..models.forward import score_windows
 from .batching import Encoded, collate
+
+# Intra-op threads of the metric core on the CPU, the same on every rank and in a single process (recorded in the
+# results config): the eigensolves of the sizes measured are fastest on one thread anyway (metrics.spectrum).
+METRIC_THREADS = 1
 
 # The last three come from the same eigenvalues (metrics.family_from_spectrum): no second eigendecomposition.
 SPECTRAL_FIELDS = (
@@ -44,14 +49,33 @@ def _metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> t
     return mask
 
 
+@contextmanager
+def metric_threads(device: torch.device) -> Iterator[None]:
+    """On the CPU the metric core runs with METRIC_THREADS intra-op threads, whatever the process's own count
+    (which differs between 1 process and each of N torchrun ranks): its reductions, Gram products and
+    eigensolves then do the same arithmetic in every world size, so per-sample values are bit-identical."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == METRIC_THREADS:
+        yield
+        return
+    torch.set_num_threads(METRIC_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Sequence[int]) -> dict[int, dict[str, list]]:
     """Each layer's spectra in turn, moved to the CPU as Python lists; a layer's hidden states leave `hidden`
     (and the device) as soon as they are read, so the metric core's float32 and float64 working copies
     exist for one layer at a time, never for all requested layers at once."""
     out = {}
     for layer in layers:
-        r = spectral_metrics(hidden.pop(layer), mask)
-        family = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size, r.status_code)
+        h = hidden.pop(layer)
+        with metric_threads(h.device):
+            r = spectral_metrics(h, mask)
+            del h
+            family = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size, r.status_code)
         cols = {name: (family[name] if name in family else getattr(r, name)).cpu().tolist() for name in SPECTRAL_FIELDS}
         cols["n_tokens"] = r.n_tokens.cpu().tolist()
         cols["n_dropped"] = r.n_dropped.cpu().tolist()

@@ -214,6 +214,11 @@ def run_task(
         store.close()
         where = getattr(store, "directory", None)
         raise Interrupted(_interrupted(desc, len(store.load()), len(encoded), where)) from None
+    except BaseException:
+        # e.g. a full disk while storing: the bar ends its line, so the one error line is a line of its own
+        bar.leave = True
+        bar.close()
+        raise
     bar.close()
     store.close()
     gathered = gather_to_main((records, n_resumed, store.n_torn), world)

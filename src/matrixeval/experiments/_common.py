@@ -2,7 +2,7 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples, sample_size, sample_seed, rolling). :func:`finish` writes
+on_error, log_samples, sample_size, sample_seed, rolling, dist_timeout). :func:`finish` writes
 ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
@@ -70,6 +70,7 @@ class Options:
     sample_size: int | None = None
     sample_seed: int | None = None
     rolling: bool = False
+    dist_timeout: float = 600.0
 
 
 _NAMES = tuple(f.name for f in fields(Options))
@@ -111,7 +112,8 @@ def open_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequ
     """Load the model once for the whole experiment."""
     return Session(model_args, metrics=metrics, layers=opts.layers, batch_size=opts.batch_size,
                    max_length=opts.max_length, seed=opts.seed, device=opts.device, output_path=opts.output_path,
-                   store=opts.store, exclude_bos=opts.exclude_bos, rolling=opts.rolling)
+                   store=opts.store, exclude_bos=opts.exclude_bos, rolling=opts.rolling,
+                   dist_timeout=opts.dist_timeout)
 
 
 def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,

@@ -48,6 +48,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -349,9 +350,18 @@ def multimodal(
     from ..engine.keys import model_identity
     from ..session import versions
 
+    from ..session import check_writable
+
     started = time.time()
     if not model_args:
         raise MatrixEvalError("multimodal needs a vision-language model: --model_args pretrained=ID_OR_PATH")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # it would do all the work on every rank and write it twice
+        raise MatrixEvalError("multimodal measures in one process and does not shard across ranks; run it without "
+                              "torchrun")
+    if output_path is not None:  # before any loading: the results are written there at the end
+        check_writable(Path(output_path), "output_path")
+    if store:
+        check_writable(Path(store), "store")
     specs = _task_files(tasks)
     operations = ["base", *(f"rotate{d}" for d in parse_rotations(rotate)),
                   *(["reverse_after_connector"] if reverse_after_connector else [])]
