@@ -23,7 +23,7 @@ from tests.tiny_models import TINY_TEXTS, make_tiny_causal_lm
 
 # Fields that differ between an interrupted-then-resumed run and an uninterrupted one by design.
 BOOKKEEPING = {"n_resumed", "n_torn_store_lines", "timestamp", "date", "results_path", "outputs", "duration_s",
-               "total_seconds", "time", "elapsed_s", "resumed", "n_reused", "reused"}
+               "total_seconds", "time", "elapsed_s", "resumed", "n_reused", "reused", "resumed_at_step"}
 
 
 @dataclass
@@ -35,6 +35,9 @@ class Case:
     argv: list[str]
     results_glob: str
     kill_points: list[int] = field(default_factory=lambda: [2])
+    # Kill once a file matching this glob exists under the output folder (e.g. a training state), instead of
+    # counting store records; the kill points then count such files.
+    kill_on: str | None = None
 
 
 def _sentences(path: Path, n: int, seed: int = 0) -> Path:
@@ -97,6 +100,8 @@ def cases(root: Path) -> list[Case]:
         Case("multimodal", ["experiment", "multimodal", "--model_args", f"pretrained={llava},dtype=float32",
                             "--device", "cpu", "--tasks", f"pics={pics}", "--image_root", str(images),
                             "--rotate", "90"], "*/multimodal_*.json", [2, 8]),
+        Case("adapter --train", ["experiment", "adapter", *common, "--train", "--epochs", "3", "--lora_r", "2"],
+             "*/adapter*.json", [1], kill_on="**/lora-*.state.pt"),
         Case("augment", ["experiment", "augment", *common, "--n_views", "2", "--layers", "0,-1"],
              "*/augment_*.json", [2, 12]),
     ]
@@ -119,7 +124,8 @@ def crash(case: Case, out: Path, after_lines: int, delay: float = 0.3, timeout: 
                             env=faults.env(delay), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
-    while stored_lines(out) < after_lines:
+    progress = (lambda: len(list(out.glob(case.kill_on)))) if case.kill_on else (lambda: stored_lines(out))
+    while progress() < after_lines:
         if proc.poll() is not None:
             raise RuntimeError(f"{case.name} ended before kill point {after_lines} "
                                f"({stored_lines(out)} lines stored): {proc.stderr.read()[-2000:]}")
@@ -129,7 +135,7 @@ def crash(case: Case, out: Path, after_lines: int, delay: float = 0.3, timeout: 
         time.sleep(0.02)
     faults.kill_tree(proc.pid)
     proc.wait()
-    return stored_lines(out)
+    return progress()
 
 
 def stored_lines(out: Path) -> int:
@@ -154,8 +160,10 @@ def comparable(value):
 
 
 def n_resumed(stderr: str) -> int:
-    """Samples a run said on screen it took from its store ("... resumed N of M from the store ...")."""
-    return sum(int(m) for m in re.findall(r"resumed (\d+) of \d+", stderr))
+    """Samples (or training epochs) a run said on screen it took from its store: "... resumed N of M from the
+    store ..." per task, "LoRA training: resuming at epoch E" for the E - 1 epochs done."""
+    samples = sum(int(m) for m in re.findall(r"resumed (\d+) of \d+", stderr))
+    return samples + sum(int(m) - 1 for m in re.findall(r"resuming at epoch (\d+)", stderr))
 
 
 def numbers(result: dict) -> dict:

@@ -6,7 +6,7 @@ import pytest
 
 from tests import fault_campaign as fc
 
-NAMES = ["run", "sentence-ops", "prompt", "length", "sampling", "benchmark", "checkpoints", "multimodal", "augment"]
+NAMES = ["run", "sentence-ops", "prompt", "length", "sampling", "benchmark", "checkpoints", "multimodal", "adapter --train", "augment"]
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ from typing import Any
 
 from ..engine.files import write_bytes_atomic, write_folder_atomic
 from ..engine.keys import inputs_digest, key_path, make_key, model_identity, say_reused
+from ..engine.runner import fault_pause
 from ..errors import Interrupted, MatrixEvalError
 from ..models import default_model_path, model_name, parse_model_args
 from ..session import check_writable
@@ -369,8 +370,7 @@ def train_lora(
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     losses.append(loss.item())
-                    if _FAULT_DELAY:
-                        time.sleep(_FAULT_DELAY)
+                    fault_pause()
                 epoch += 1
                 if len(losses) < total:  # the last epoch's state is the adapter folder itself
                     _save_state(state_path, {
@@ -403,9 +403,6 @@ def train_lora(
     logger.info("LoRA: %d steps on %d texts, loss %.4f -> %.4f", len(losses), len(items), losses[0], losses[-1])
     return record
 
-
-# Fault injection for tests: a pause after each optimiser step, so a run can be killed mid-training.
-_FAULT_DELAY = float(os.environ.get("MATRIXEVAL_FAULT_BATCH_DELAY", "0") or 0)
 
 
 def _save_pretrained(model: Any, folder: Path) -> None:
