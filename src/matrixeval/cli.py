@@ -62,6 +62,16 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, help="directory for the per-sample store (default: OUTPUT/<model>/store); "
                                                  "put it on a shared filesystem for multi-node runs")
     p.add_argument("--exclude_bos", action="store_true", help="leave a leading BOS/CLS token out of the matrix")
+    p.add_argument("--min_tokens", type=_positive_int, default=None,
+                   help="drop documents of fewer tokens (counted after tokenisation, special tokens included; "
+                        "counted as too_short); default: the task's own min_tokens, else none")
+    p.add_argument("--fixed_tokens", type=_positive_int, default=None, metavar="L",
+                   help="cut every document to exactly L tokens (sets --max_length L) and drop shorter ones "
+                        "(counted as too_short), so models, even with other tokenizers, are compared on equal N")
+    p.add_argument("--caveat", action="append", default=None, metavar="KEY=VALUE",
+                   help="set a warning threshold, repeatable: min_samples, max_truncated_fraction, "
+                        "min_entropy_ceiling, perplexity_top_fraction, perplexity_max_share, max_unchanged_fraction, "
+                        "max_arm_mismatch_fraction, max_timing_spread (defaults in the README)")
     p.add_argument("--on_error", choices=("skip", "fail"), default="fail", help="malformed records: skip (counted) or fail")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
@@ -122,7 +132,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         model_args=a.model_args, tasks=a.tasks, text_field=a.text_field, txt_split=a.txt_split, metrics=a.metrics, layers=a.layers,
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
-        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed,
+        store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, caveats=a.caveat,
+        min_tokens=a.min_tokens, fixed_tokens=a.fixed_tokens,
     )
     if out is not None:
         print(results_markdown(out))

@@ -17,12 +17,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 from .caveats import CaveatThresholds, task_caveats
+from .caveats import report as report_caveats
 from .data import Document
 from .engine.batching import encode
 from .engine.dist import barrier, broadcast_from_main, init_world, rank_gpus
@@ -55,6 +57,18 @@ def _check_batch_size(batch_size: int | str) -> int | str:
     if value < 1:
         raise MatrixEvalError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     return value
+
+
+def _check_token_controls(min_tokens: int | None, fixed_tokens: int | None) -> tuple[int | None, int | None]:
+    for flag, value in (("min_tokens", min_tokens), ("fixed_tokens", fixed_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise MatrixEvalError(f"{flag} must be a positive number of tokens, got {value!r}")
+    if fixed_tokens is not None and fixed_tokens < 2:
+        raise MatrixEvalError(f"fixed_tokens must be at least 2 tokens, got {fixed_tokens}")
+    if min_tokens is not None and fixed_tokens is not None:
+        raise MatrixEvalError("give --min_tokens or --fixed_tokens, not both (--fixed_tokens L already drops "
+                              "documents of fewer than L tokens)")
+    return min_tokens, fixed_tokens
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -120,10 +134,15 @@ class Session:
         store: str | os.PathLike | None = None,
         exclude_bos: bool = False,
         caveats: CaveatThresholds | None = None,
+        min_tokens: int | None = None,
+        fixed_tokens: int | None = None,
     ):
         """Check everything that needs no weights, then load the model.
 
-        `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`).
+        `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`). `min_tokens` drops
+        documents of fewer tokens; `fixed_tokens` L cuts every document to exactly L tokens and drops shorter
+        ones (it sets max_length to L); both count the tokens the model reads, special tokens included, after
+        tokenisation, and count what they drop as ``too_short`` (see :meth:`run`).
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
         folders are checked from the config alone, so a mistake is reported in a second, not after a large
@@ -131,6 +150,9 @@ class Session:
         """
         self.started = time.time()
         self.batch_size = _check_batch_size(batch_size)
+        self.min_tokens, self.fixed_tokens = _check_token_controls(min_tokens, fixed_tokens)
+        if self.fixed_tokens is not None:
+            max_length = self.fixed_tokens
         if max_length < 2:
             raise MatrixEvalError(f"max_length must be at least 2 tokens, got {max_length}")
         self.world = init_world(device)
@@ -162,6 +184,9 @@ class Session:
         self.caveats = caveats or CaveatThresholds()
         self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
         self.max_length = min(max_length, self.lm.max_positions) if self.lm.max_positions else max_length
+        if self.fixed_tokens is not None and self.max_length < self.fixed_tokens:
+            raise MatrixEvalError(f"fixed_tokens {self.fixed_tokens} exceeds the {self.max_length} positions of "
+                                  f"{self.lm.name}; use at most {self.max_length}")
         self.cfg = MeasureConfig(
             layers=tuple(self.layers),
             need_loss=any(m in self.metrics for m in ("loss", "perplexity")),
@@ -178,13 +203,40 @@ class Session:
         load_skipped: Mapping[str, int] | None = None,
         source: str = "",
         require_spectral: bool = True,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | tuple[None, None]:
         """Measure `documents` as task `name`: (results entry, per-sample records) on rank 0, (None, None) elsewhere.
+
+        `min_tokens` and `max_tokens` are the task's own token controls (a recipe's or task file's); the
+        session's --min_tokens / --fixed_tokens replace them when given, and max_tokens only lowers max_length.
+        Documents the controls drop are counted in ``skipped_by_status["too_short"]``; the entry records the
+        controls in force (``min_tokens``, ``fixed_tokens``, ``max_length``).
 
         Raises MatrixEvalError when no sample has a defined spectral value, so no results file claims numbers,
         unless `require_spectral` is False (a caller that only reads log-likelihoods, e.g. one-token choices).
         """
-        encoded = encode(self.lm.tokenizer, documents, self.max_length)
+        max_length = self.max_length
+        if self.fixed_tokens is None and max_tokens is not None:
+            max_length = min(max_length, max_tokens)
+        floor = self.fixed_tokens or (self.min_tokens if self.min_tokens is not None else min_tokens)
+        if floor is not None and floor > max_length:
+            raise MatrixEvalError(f"task {name!r}: min_tokens {floor} exceeds max_length {max_length}; every "
+                                  "document would be dropped: lower min_tokens or raise --max_length")
+        encoded = encode(self.lm.tokenizer, documents, max_length)
+        n_short = 0
+        if floor is not None:
+            kept = [e for e in encoded if len(e.input_ids) >= floor]
+            n_short = len(encoded) - len(kept)
+            if not kept:
+                longest = max((len(e.input_ids) for e in encoded), default=0)
+                raise MatrixEvalError(
+                    f"task {name!r}: all {len(encoded)} documents have fewer than {floor} tokens "
+                    f"({'--fixed_tokens' if self.fixed_tokens else 'min_tokens'}; longest: {longest}); "
+                    "lower it or use longer texts")
+            encoded = kept
+        if n_short:
+            load_skipped = {**(load_skipped or {}), "too_short": (load_skipped or {}).get("too_short", 0) + n_short}
         key_config = {
             "matrixeval": __version__,
             # The fields a stored record holds: a store written before a metric was added is never reused for it.
@@ -192,7 +244,9 @@ class Session:
             **model_identity(self.args),
             "task": name,
             "documents": _docs_digest(documents),
-            "max_length": self.max_length,
+            "max_length": max_length,
+            "min_tokens": floor,
+            "fixed_tokens": self.fixed_tokens,
             "exclude_bos": self.cfg.exclude_bos,
             "layers": list(self.cfg.layers),
             "need_loss": self.cfg.need_loss,
@@ -240,11 +294,10 @@ class Session:
                   f"({run.n_torn} torn lines recomputed)", file=sys.stderr)
         entry["source"] = source
         entry["n_torn_store_lines"] = run.n_torn
-        found = task_caveats(run.records, entry, metrics=self.metrics, hidden_size=self.lm.hidden_size,
-                             thresholds=self.caveats)
-        for caveat in found:
-            print(caveat.line(name), file=sys.stderr)
-        entry["warnings"] = [c.as_dict() for c in found]
+        entry.update(min_tokens=floor, fixed_tokens=self.fixed_tokens, max_length=max_length)
+        entry["warnings"] = []
+        report_caveats(entry, name, task_caveats(run.records, entry, metrics=self.metrics,
+                                                 hidden_size=self.lm.hidden_size, thresholds=self.caveats))
         return entry, run.records
 
     def config(self) -> dict[str, Any]:
@@ -262,6 +315,9 @@ class Session:
             "layers": self.layers,
             "metrics": self.metrics,
             "max_length": self.max_length,
+            "min_tokens": self.min_tokens,
+            "fixed_tokens": self.fixed_tokens,
+            "caveat_thresholds": asdict(self.caveats),
             "batch_size": self.batch_size,
             "batch_sizes_used": sorted(set(self.sizer.history), reverse=True),
             "seed": self.seed,

@@ -2,7 +2,7 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples, sample_size, sample_seed). :func:`finish` writes
+on_error, log_samples, sample_size, sample_seed, min_tokens, fixed_tokens, caveat). :func:`finish` writes
 ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..caveats import CaveatThresholds, parse_thresholds
 from ..data import DEFAULT_TASK, Task, load_task, parse_task_specs
 from ..engine.files import write_text_atomic
 from ..errors import MatrixEvalError
@@ -69,6 +70,14 @@ class Options:
     log_samples: bool = False
     sample_size: int | None = None
     sample_seed: int | None = None
+    min_tokens: int | None = None
+    fixed_tokens: int | None = None
+    caveat: CaveatThresholds | Mapping[str, Any] | Sequence[str] | None = None
+
+    @property
+    def thresholds(self) -> CaveatThresholds:
+        """The caveat thresholds (``--caveat KEY=VALUE``) as one :class:`CaveatThresholds`."""
+        return parse_thresholds(self.caveat)
 
 
 _NAMES = tuple(f.name for f in fields(Options))
@@ -79,7 +88,9 @@ def options(common: Mapping[str, Any]) -> Options:
     unknown = sorted(set(common) - set(_NAMES))
     if unknown:
         raise MatrixEvalError(f"unknown option {unknown[0]!r}; the shared options are: {', '.join(_NAMES)}")
-    return Options(**common)
+    opts = Options(**common)
+    opts.thresholds  # a bad --caveat fails here, before any model loads
+    return opts
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,7 +121,8 @@ def open_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequ
     """Load the model once for the whole experiment."""
     return Session(model_args, metrics=metrics, layers=opts.layers, batch_size=opts.batch_size,
                    max_length=opts.max_length, seed=opts.seed, device=opts.device, output_path=opts.output_path,
-                   store=opts.store, exclude_bos=opts.exclude_bos)
+                   store=opts.store, exclude_bos=opts.exclude_bos, caveats=opts.thresholds,
+                   min_tokens=opts.min_tokens, fixed_tokens=opts.fixed_tokens)
 
 
 def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,

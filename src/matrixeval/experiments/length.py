@@ -49,16 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", default=DEFAULT_LENGTHS,
                         help=f"comma-separated token lengths (default: {DEFAULT_LENGTHS}); lengths above the model's "
                              "limit are dropped with a warning")
-    parser.add_argument("--min_tokens", type=int, default=DEFAULT_MIN_TOKENS,
-                        help=f"keep documents with at least this many tokens (default: {DEFAULT_MIN_TOKENS}); a length "
-                             "above it uses only the documents that reach it")
+    # --min_tokens is a shared flag; here it has its own default and meaning for the cut documents
+    parser.set_defaults(min_tokens=DEFAULT_MIN_TOKENS)
+    common.set_help(parser, "--min_tokens", f"keep documents with at least this many tokens (default: "
+                    f"{DEFAULT_MIN_TOKENS}); a length above it uses only the documents that reach it")
     common.add_metrics_arg(parser)
     common.add_log_samples_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = length_experiment(args.model_args, args.tasks, lengths=args.lengths, min_tokens=args.min_tokens,
-                            metrics=args.metrics, **common.options_from_args(args))
+    shared = common.options_from_args(args)
+    min_tokens = shared.pop("min_tokens")
+    out = length_experiment(args.model_args, args.tasks, lengths=args.lengths, min_tokens=min_tokens,
+                            metrics=args.metrics, **shared)
     return common.print_report(out)
 
 
@@ -106,6 +109,9 @@ def length_experiment(
     rank 0 and None elsewhere.
     """
     opts = common.options(common_options)
+    if opts.fixed_tokens is not None:
+        raise MatrixEvalError("--fixed_tokens does not apply to experiment length, which cuts every document to "
+                              "each of --lengths; give the lengths there")
     asked = sorted(set(common.positive_ints(lengths, "lengths")))
     if not isinstance(min_tokens, int) or isinstance(min_tokens, bool) or min_tokens < 1:
         raise MatrixEvalError(f"min_tokens must be a positive number of tokens, got {min_tokens!r}")
