@@ -281,11 +281,12 @@ def paired_delta(base: Mapping[int, float], variants: Sequence[Mapping[int, floa
 
 def delta_plotter(rows: Sequence[Mapping[str, Any]], per_sample: Mapping[str, Sequence[Mapping[str, Any]]],
                   metric: str, variant: str, *, base: str, session: Session, seed: int, title: str,
-                  average: str | None = None):
+                  average: str | None = None, notes: Sequence[str] = ()):
     """A drawer for `finish`'s plots: per task, one bar per `variant` value other than `base`, of the row's
     ``<metric>_delta`` (value − base value), with the 95% bootstrap interval of the mean per-document Δ
     (paired: the same documents in both; the `average` row pairs each document's mean Δ over the variants).
-    The figure says what the bars and error bars are and gives each task's base value."""
+    The figure says what the bars and error bars are and gives each task's base value, and writes `notes`
+    (the caveats concerning it)."""
 
     def draw(path: Path) -> None:
         from ..report.plots import plot_bars
@@ -323,7 +324,7 @@ def delta_plotter(rows: Sequence[Mapping[str, Any]], per_sample: Mapping[str, Se
                  f"Bars: Δ = value − value of {base!r}. No error bars: {metric} is not a mean over samples")
         label += f". {base} = " + "; ".join(bases) + " (± stderr)." if bases else "."
         plot_bars(groups, path, ylabel=f"Δ {metric_label(metric)}", title=title, errors=errors or None,
-                  error_label=label, zero_line=True)
+                  error_label=label, zero_line=True, notes=notes)
 
     return draw
 

@@ -201,14 +201,14 @@ def caveat_notes(entries: Mapping[str, Mapping] | Sequence[Mapping], codes: Sequ
 
 
 def mark_caveats(ax, notes: Sequence[str]) -> None:
-    """Write the caveats concerning a figure inside its axes (top left, dark red, on a white box)."""
+    """Write the caveats concerning a figure above its axes (dark red, framed; the layout makes room)."""
     if not notes:
         return
     import textwrap
 
-    text = "\n".join(textwrap.fill(n, 80, subsequent_indent="   ") for n in notes)
-    ax.annotate(text, (0.01, 0.99), xycoords="axes fraction", va="top", ha="left", fontsize=6.5, color="darkred",
-                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "darkred", "alpha": 0.9}, zorder=10)
+    text = "\n".join(textwrap.fill(n, 110, subsequent_indent="   ") for n in notes)
+    ax.figure.suptitle(text, fontsize=6.5, color="darkred", ha="left", x=0.01,
+                       bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "darkred"})
 
 
 def metric_axis_label(metric: str, higher_is_better: bool | None) -> str:
