@@ -151,8 +151,6 @@ class Session:
         self.started = time.time()
         self.batch_size = _check_batch_size(batch_size)
         self.min_tokens, self.fixed_tokens = _check_token_controls(min_tokens, fixed_tokens)
-        if self.fixed_tokens is not None:
-            max_length = self.fixed_tokens
         if max_length < 2:
             raise MatrixEvalError(f"max_length must be at least 2 tokens, got {max_length}")
         self.world = init_world(device)
@@ -183,10 +181,13 @@ class Session:
         self.seed = seed
         self.caveats = caveats or CaveatThresholds()
         self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
-        self.max_length = min(max_length, self.lm.max_positions) if self.lm.max_positions else max_length
-        if self.fixed_tokens is not None and self.max_length < self.fixed_tokens:
-            raise MatrixEvalError(f"fixed_tokens {self.fixed_tokens} exceeds the {self.max_length} positions of "
-                                  f"{self.lm.name}; use at most {self.max_length}")
+        limit = self.lm.max_positions or max(max_length, self.fixed_tokens or 0)
+        if self.fixed_tokens is not None and self.fixed_tokens > limit:
+            raise MatrixEvalError(f"fixed_tokens {self.fixed_tokens} exceeds the {limit} positions of "
+                                  f"{self.lm.name}; use at most {limit}")
+        # what --max_length allows (runs without token controls); --fixed_tokens L makes every other run's L
+        self.free_max_length = min(max_length, limit)
+        self.max_length = self.fixed_tokens or self.free_max_length
         self.cfg = MeasureConfig(
             layers=tuple(self.layers),
             need_loss=any(m in self.metrics for m in ("loss", "perplexity")),
@@ -205,13 +206,15 @@ class Session:
         require_spectral: bool = True,
         min_tokens: int | None = None,
         max_tokens: int | None = None,
+        token_controls: bool = True,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | tuple[None, None]:
         """Measure `documents` as task `name`: (results entry, per-sample records) on rank 0, (None, None) elsewhere.
 
         `min_tokens` and `max_tokens` are the task's own token controls (a recipe's or task file's); the
         session's --min_tokens / --fixed_tokens replace them when given, and max_tokens only lowers max_length.
         Documents the controls drop are counted in ``skipped_by_status["too_short"]``; the entry records the
-        controls in force (``min_tokens``, ``fixed_tokens``, ``max_length``).
+        controls in force (``min_tokens``, ``fixed_tokens``, ``max_length``). `token_controls` False measures
+        every document at the session's max_length whatever the controls (e.g. answer choices scored together).
 
         Raises MatrixEvalError when no sample has a defined spectral value, so no results file claims numbers,
         unless `require_spectral` is False (a caller that only reads log-likelihoods, e.g. one-token choices).
@@ -220,6 +223,9 @@ class Session:
         if self.fixed_tokens is None and max_tokens is not None:
             max_length = min(max_length, max_tokens)
         floor = self.fixed_tokens or (self.min_tokens if self.min_tokens is not None else min_tokens)
+        fixed = self.fixed_tokens
+        if not token_controls:
+            max_length, floor, fixed = self.free_max_length, None, None
         if floor is not None and floor > max_length:
             raise MatrixEvalError(f"task {name!r}: min_tokens {floor} exceeds max_length {max_length}; every "
                                   "document would be dropped: lower min_tokens or raise --max_length")
@@ -246,7 +252,7 @@ class Session:
             "documents": _docs_digest(documents),
             "max_length": max_length,
             "min_tokens": floor,
-            "fixed_tokens": self.fixed_tokens,
+            "fixed_tokens": fixed,
             "exclude_bos": self.cfg.exclude_bos,
             "layers": list(self.cfg.layers),
             "need_loss": self.cfg.need_loss,
@@ -294,7 +300,7 @@ class Session:
                   f"({run.n_torn} torn lines recomputed)", file=sys.stderr)
         entry["source"] = source
         entry["n_torn_store_lines"] = run.n_torn
-        entry.update(min_tokens=floor, fixed_tokens=self.fixed_tokens, max_length=max_length)
+        entry.update(min_tokens=floor, fixed_tokens=fixed, max_length=max_length)
         entry["warnings"] = []
         report_caveats(entry, name, task_caveats(run.records, entry, metrics=self.metrics,
                                                  hidden_size=self.lm.hidden_size, thresholds=self.caveats))
