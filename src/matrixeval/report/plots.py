@@ -63,7 +63,9 @@ def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str
             label = f"{task} fit ill-posed: {_clip(fit.ill_posed)}"
             handles += ax.plot([], [], linestyle="--", color=color, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters (config.n_params)" if x == "n_params" else f"config.{x}")
+    has_errors = any(_finite(r.get(f"{metric}_stderr")) for r in rows)
+    ax.set_xlabel(("parameters (config.n_params)" if x == "n_params" else f"config.{x}")
+                  + ("\nerror bars: ± 1 s.e. over samples" if has_errors else ""))
     ax.set_ylabel(metric + _direction(results, metric))
     default_title = f"{metric} vs {x}" + (f" (layer {layer})" if layer is not None else "")
     ax.set_title(title or default_title)
@@ -111,6 +113,8 @@ def plot_series(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
                 sparse_drawn = True
     if logx:
         ax.set_xscale("log")
+    if counts:
+        ax.margins(x=0.08)  # room for the n= labels of the last points
     if xticks is not None:
         from matplotlib.ticker import NullLocator
 
