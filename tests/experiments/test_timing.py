@@ -110,3 +110,10 @@ def test_a_large_spread_between_repeats_is_warned(gpt2_path, tiny_corpus, tmp_pa
     assert "[timing_spread] nuclear_norm" in capsys.readouterr().err
     markdown = open(out["outputs"]["markdown"]).read()
     assert "`timing_spread`: nuclear_norm" in markdown
+
+
+def test_token_controls_are_refused_before_any_model_loads(tiny_corpus):
+    from matrixeval.errors import MatrixEvalError
+
+    with pytest.raises(MatrixEvalError, match="--min_tokens and --fixed_tokens do not apply"):
+        timing_experiment("pretrained=/nonexistent", str(tiny_corpus), fixed_tokens=8, output_path=None)

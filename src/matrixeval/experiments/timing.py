@@ -150,6 +150,9 @@ def timing_experiment(
         raise MatrixEvalError(f"repeats must be a positive integer, got {repeats!r}")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise MatrixEvalError(f"threads must be a positive integer, got {threads!r}")
+    if opts.min_tokens is not None or opts.fixed_tokens is not None:
+        raise MatrixEvalError("experiment timing times the documents as they are read (truncated at --max_length); "
+                              "--min_tokens and --fixed_tokens do not apply: pick the documents with --tasks/--limit")
     if opts.limit is None:
         opts = dataclasses.replace(opts, limit=DEFAULT_DOCS)
     before = torch.get_num_threads()
