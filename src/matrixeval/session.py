@@ -251,8 +251,9 @@ class Session:
             "task": name,
             "documents": _docs_digest(documents),
             "max_length": max_length,
-            "min_tokens": floor,
-            "fixed_tokens": fixed,
+            # only when set: a run without token controls keeps the key (and the store) it always had
+            **({"min_tokens": floor} if floor is not None else {}),
+            **({"fixed_tokens": fixed} if fixed is not None else {}),
             "exclude_bos": self.cfg.exclude_bos,
             "layers": list(self.cfg.layers),
             "need_loss": self.cfg.need_loss,
