@@ -91,6 +91,13 @@ def test_cli_token_controls_and_caveat_flags_fail_in_one_line(tiny_root, tiny_co
     bad = _cli("run", "--model_args", f"pretrained={model}", "--tasks", str(tiny_corpus), "--caveat", "min_sample=3")
     assert bad.returncode == 2 and "unknown caveat threshold 'min_sample'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    quiet = _cli("run", "--model_args", f"pretrained={model}", "--tasks", str(tiny_corpus), "--caveat", "min_samples=20",
+                 "--metrics", "effective_rank", "--output_path", str(tmp_path))
+    loud = _cli("run", "--model_args", f"pretrained={model}", "--tasks", str(tiny_corpus), "--caveat", "min_samples=21",
+                "--metrics", "effective_rank", "--output_path", str(tmp_path))
+    assert quiet.returncode == loud.returncode == 0
+    assert "[few_samples]" not in quiet.stderr and "`few_samples`" not in quiet.stdout  # 20 samples meet 20
+    assert "[few_samples] only 20 valid samples (threshold 21)" in loud.stderr and "`few_samples`" in loud.stdout
     never = _cli("run", "--model_args", f"pretrained={model}", "--tasks", str(tiny_corpus), "--min_tokens", "1000",
                  "--output_path", str(tmp_path))
     assert never.returncode == 2 and "exceeds max_length" in never.stderr

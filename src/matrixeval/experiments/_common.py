@@ -345,12 +345,14 @@ def metric_label(metric: str) -> str:
 
 
 def print_report(out: Mapping[str, Any] | None) -> int:
-    """The CLI's output: the table in Markdown on stdout, where the files went on stderr. Returns 0."""
+    """The CLI's output: the table in Markdown on stdout with the caveats under it, where the files went on
+    stderr. Returns 0."""
     if out is None:  # a rank other than 0
         return 0
-    from ..report.tables import to_markdown
+    from ..report.tables import to_markdown, warnings_markdown
 
-    print(to_markdown(out["table"]))
+    notes = warnings_markdown(out)
+    print(to_markdown(out["table"]) + (f"\n\n{notes}" if notes else ""))
     outputs = out.get("outputs")
     if outputs:
         files = [outputs["json"], outputs["markdown"], outputs["csv"], *outputs["plots"]]
