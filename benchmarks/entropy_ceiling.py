@@ -96,9 +96,16 @@ def main() -> int:
     numbers = {"model": natural.lm.name, "hidden_size": d, "task": task.name, "natural_mean": natural_mean,
                "natural_n": len(points), "natural_median_tokens": median_n, "fixed_tokens": fixed,
                "natural_points": points}
-    out.with_suffix(".json").write_text(json.dumps(numbers, indent=2) + "\n")
+    out.with_suffix(".json").write_text(_dumps(numbers))
     print(f"written: {out}, {out.with_suffix('.json')}", file=sys.stderr)
     return 0
+
+
+def _dumps(numbers: dict) -> str:
+    """Indented JSON with the per-paragraph (N, entropy) points on one line."""
+    points = numbers.pop("natural_points")
+    text = json.dumps({**numbers, "natural_points": "POINTS"}, indent=2)
+    return text.replace('"POINTS"', json.dumps([[n, round(v, 6)] for n, v in points])) + "\n"
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from .results import exp_or_inf, finite_loss_records
-
 from .errors import MatrixEvalError
+from .results import exp_or_inf, finite_loss_records
 
 __all__ = ["Caveat", "CaveatThresholds", "arms_differ", "curve_few_samples", "entropy_ceiling", "parse_thresholds",
            "report", "task_caveats", "timing_spread", "unchanged_by_operation"]
