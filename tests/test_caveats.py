@@ -105,3 +105,34 @@ def test_ceiling_is_one_from_n_equal_d():
     assert entropy_ceiling(32, 32) == 1.0 and entropy_ceiling(500, 32) == 1.0
     assert entropy_ceiling(4, 32) == pytest.approx(0.4)  # log 4 / log 32 = 2/5
     assert math.isnan(entropy_ceiling(0, 32))
+
+
+def test_experiment_caveats_fire_above_their_thresholds_only():
+    from matrixeval.caveats import arms_differ, curve_few_samples, timing_spread, unchanged_by_operation
+
+    t = CaveatThresholds()
+    assert unchanged_by_operation("shuffle", 4, 40, t) is None  # 10 %: not above
+    assert "5 of 40 documents (12%)" in unchanged_by_operation("shuffle", 5, 40, t).message
+    assert arms_differ("long", "none", 0, 6, t) is None
+    assert "in 1 of 6 documents" in arms_differ("long", "none", 1, 6, t).message
+    assert timing_spread("nuclear_norm", [1.0, 1.2, 1.1], t) is None  # 20 %: not above
+    spread = timing_spread("nuclear_norm", [1.0, 1.3, 1.1], t)
+    assert spread.code == "timing_spread" and "spread 30%" in spread.message
+    assert timing_spread("x", [1.0], t) is None  # one repeat: no spread
+    assert curve_few_samples("curve c", {64: 30, 128: 40}, t) is None
+    few = curve_few_samples("curve c", {64: 30, 128: 29, 256: 1}, t)
+    assert "2 of 3 points have fewer than 30 samples (128: n = 29, 256: n = 1)" in few.message
+
+
+def test_thresholds_from_flags_and_report_prints_each_once(capsys):
+    from matrixeval.caveats import Caveat, parse_thresholds, report
+
+    t = parse_thresholds(["min_samples=5", "max_timing_spread=0.5"])
+    assert t.min_samples == 5 and isinstance(t.min_samples, int) and t.max_timing_spread == 0.5
+    assert parse_thresholds(None) == CaveatThresholds() and parse_thresholds({"min_samples": 2}).min_samples == 2
+    entry = {}
+    caveat = Caveat("timing_spread", "m", "a")
+    report(entry, "tiny", [caveat, None])
+    report(entry, "tiny", [caveat])
+    assert entry["warnings"] == [caveat.as_dict()]
+    assert capsys.readouterr().err == "matrixeval: warning: task tiny: [timing_spread] m; a\n"

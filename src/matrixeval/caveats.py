@@ -4,20 +4,27 @@ Each check returns a :class:`Caveat` (a code, a message naming the figure that t
 None. `Session.run` calls :func:`task_caveats` for every task of every command, so each caveat is printed once on
 stderr, written into the results JSON (``results[task]["warnings"]``) and listed under the Markdown table.
 The thresholds are a :class:`CaveatThresholds`, passed as ``matrixeval.evaluate(..., caveats=...)`` or
-``Session(..., caveats=...)``.
+``Session(..., caveats=...)``, and on the command line as ``--caveat KEY=VALUE`` (:func:`parse_thresholds`).
+
+Experiments add caveats of their own through the same :func:`report` (an operation that leaves samples
+unchanged, comparison arms that hold different tokens, a timing spread, a curve point with few samples) and mark
+the plots they concern.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .errors import MatrixEvalError
 from .results import exp_or_inf, finite_loss_records
 
-__all__ = ["Caveat", "CaveatThresholds", "entropy_ceiling", "task_caveats"]
+__all__ = ["Caveat", "CaveatThresholds", "arms_differ", "curve_few_samples", "entropy_ceiling", "parse_thresholds",
+           "report", "task_caveats", "timing_spread", "unchanged_by_operation"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,13 @@ class CaveatThresholds:
         perplexity_top_fraction: the share of samples, largest exp(loss) first (at least one), that ... [0.01]
         perplexity_max_share: ... may carry at most this share of the sum behind the mean perplexity, else
             ``perplexity_dominated`` [0.5].
+        max_unchanged_fraction: a larger share of documents an operation leaves as they were (e.g. single
+            sentences under a sentence shuffle) → ``unchanged_by_operation`` [0.10].
+        max_arm_mismatch_fraction: a larger share of documents whose measured tokens differ between the arms of
+            one comparison (e.g. a prompt arm cut at max_length) → ``arms_differ`` [0: any document].
+        max_timing_spread: (slowest − fastest) / fastest of one method's repeats above this → ``timing_spread``
+            [0.20].
+        A point of a curve with fewer than ``min_samples`` samples → ``few_samples_point``.
     """
 
     min_samples: int = 30
@@ -55,6 +69,52 @@ class CaveatThresholds:
     min_entropy_ceiling: float = 0.9
     perplexity_top_fraction: float = 0.01
     perplexity_max_share: float = 0.5
+    max_unchanged_fraction: float = 0.10
+    max_arm_mismatch_fraction: float = 0.0
+    max_timing_spread: float = 0.20
+
+
+def parse_thresholds(spec: CaveatThresholds | Mapping[str, Any] | Sequence[str] | None) -> CaveatThresholds:
+    """Thresholds from ``["KEY=VALUE", ...]`` (the repeatable ``--caveat`` flag), a mapping, or as given; an
+    unknown key or a value of the wrong kind is a one-line error naming the valid keys."""
+    if spec is None or isinstance(spec, CaveatThresholds):
+        return spec or CaveatThresholds()
+    kinds = {f.name: f.type for f in fields(CaveatThresholds)}
+    pairs: dict[str, Any] = {}
+    items = spec.items() if isinstance(spec, Mapping) else [_split_pair(text) for text in spec]
+    for key, value in items:
+        if key not in kinds:
+            raise MatrixEvalError(f"unknown caveat threshold {key!r}; the keys are: {', '.join(kinds)}")
+        kind = int if kinds[key] in (int, "int") else float
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise MatrixEvalError(f"caveat threshold {key} must be {'an integer' if kind is int else 'a number'}, "
+                                  f"got {value!r}") from None
+        if not math.isfinite(number) or number < 0:
+            raise MatrixEvalError(f"caveat threshold {key} must be a finite number ≥ 0, got {value!r}")
+        pairs[key] = number
+    return replace(CaveatThresholds(), **pairs)
+
+
+def _split_pair(text: str) -> tuple[str, str]:
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip():
+        raise MatrixEvalError(f"--caveat takes KEY=VALUE (e.g. min_samples=50), got {text!r}")
+    return key.strip(), value.strip()
+
+
+def report(entry: dict[str, Any], scope: str, found: Sequence[Caveat | None]) -> list[Caveat]:
+    """Print each caveat once on stderr (naming `scope`, e.g. a task or variant) and append it to
+    ``entry["warnings"]``, so it reaches the results JSON and the Markdown under the table. Returns those added."""
+    added = [c for c in found if c is not None]
+    warnings = entry.setdefault("warnings", [])
+    for caveat in added:
+        if caveat.as_dict() in warnings:
+            continue
+        print(caveat.line(scope), file=sys.stderr)
+        warnings.append(caveat.as_dict())
+    return added
 
 
 def entropy_ceiling(n_tokens: float, hidden_size: int) -> float:
@@ -112,6 +172,54 @@ def nuclear_full_rank(median_tokens: float, hidden_size: int) -> Caveat | None:
                   "nuclear norm", "use nuclear_norm_exact, or texts shorter than d tokens")
 
 
+def unchanged_by_operation(op: str, n_unchanged: int, n_docs: int, t: CaveatThresholds,
+                           why: str = "") -> Caveat | None:
+    """Documents an operation leaves exactly as they were measure nothing about the operation."""
+    if not n_docs or n_unchanged / n_docs <= t.max_unchanged_fraction:
+        return None
+    return Caveat("unchanged_by_operation", f"{op} leaves {n_unchanged} of {n_docs} documents "
+                  f"({n_unchanged / n_docs:.0%}) unchanged{f' ({why})' if why else ''} "
+                  f"(threshold {t.max_unchanged_fraction:.0%})",
+                  "the Δ is diluted toward 0 by documents the operation cannot change: use texts with several "
+                  "sentences (e.g. --hard_breaks, or a task with longer documents)")
+
+
+def arms_differ(arm: str, base: str, n_differ: int, n_docs: int, t: CaveatThresholds) -> Caveat | None:
+    """Arms of one comparison must measure the same tokens of each document; a cut arm does not."""
+    if not n_docs or n_differ / n_docs <= t.max_arm_mismatch_fraction:
+        return None
+    return Caveat("arms_differ", f"arm {arm!r} measures other tokens than arm {base!r} in {n_differ} of {n_docs} "
+                  f"documents ({n_differ / n_docs:.0%}; cut at max_length) (threshold "
+                  f"{t.max_arm_mismatch_fraction:.0%})",
+                  "the arms no longer compare the same tokens: raise --max_length, or use shorter prompts or texts")
+
+
+def timing_spread(method: str, seconds: Sequence[float], t: CaveatThresholds) -> Caveat | None:
+    """The repeats of one timed method disagree by more than the threshold: the machine was busy."""
+    finite = [s for s in seconds if math.isfinite(s)]
+    if len(finite) < 2 or min(finite) <= 0:
+        return None
+    spread = (max(finite) - min(finite)) / min(finite)
+    if spread <= t.max_timing_spread:
+        return None
+    return Caveat("timing_spread", f"{method}: repeats range {min(finite):.3g}–{max(finite):.3g} s, spread "
+                  f"{spread:.0%} of the fastest (threshold {t.max_timing_spread:.0%})",
+                  "the machine was busy or warming up: the minimum is reported, but ratios may be off; rerun on an "
+                  "idle machine or with more --repeats")
+
+
+def curve_few_samples(curve: str, points: Mapping[Any, int], t: CaveatThresholds) -> Caveat | None:
+    """Points of a curve (x → its number of samples) with fewer than ``min_samples`` samples."""
+    few = {x: n for x, n in points.items() if n < t.min_samples}
+    if not few:
+        return None
+    shown = ", ".join(f"{x}: n = {n}" for x, n in few.items())
+    return Caveat("few_samples_point", f"{curve}: {len(few)} of {len(points)} points have fewer than "
+                  f"{t.min_samples} samples ({shown})",
+                  "those points can move a lot with other documents (marked on the plot): measure more documents "
+                  "(--limit, a longer task, a lower --min_tokens)")
+
+
 def task_caveats(
     records: Sequence[Mapping[str, Any]],
     entry: Mapping[str, Any],
@@ -125,7 +233,9 @@ def task_caveats(
     layer = str(entry["primary_layer"])
     ok_tokens = [r["layers"][layer]["n_tokens"] for r in records if r["layers"][layer]["status"] == "ok"]
     median = statistics.median(ok_tokens) if ok_tokens else math.nan
-    found = [few_samples(entry["n_samples"], t), truncated(entry["n_truncated"], len(records), t)]
+    found = [few_samples(entry["n_samples"], t)]
+    if not entry.get("fixed_tokens"):  # --fixed_tokens cuts every document on purpose
+        found.append(truncated(entry["n_truncated"], len(records), t))
     if ok_tokens and ("matrix_entropy" in metrics or "diff_erank" in metrics):
         found.append(low_entropy_ceiling(median, hidden_size, t))
     if ok_tokens and "nuclear_norm" in metrics:

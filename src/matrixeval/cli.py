@@ -76,6 +76,16 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
                    help="loss and perplexity over every token of each document in lm-eval's rolling windows of "
                         "max_length tokens (loglikelihood_rolling), adding word_perplexity, byte_perplexity and "
                         "bits_per_byte; spectral metrics still read the first max_length tokens")
+    p.add_argument("--min_tokens", type=_positive_int, default=None,
+                   help="drop documents of fewer tokens (counted after tokenisation, special tokens included; "
+                        "counted as too_short); default: the task's own min_tokens, else none")
+    p.add_argument("--fixed_tokens", type=_positive_int, default=None, metavar="L",
+                   help="cut every document to exactly L tokens (sets --max_length L) and drop shorter ones "
+                        "(counted as too_short), so models, even with other tokenizers, are compared on equal N")
+    p.add_argument("--caveat", action="append", default=None, metavar="KEY=VALUE",
+                   help="set a warning threshold, repeatable: min_samples, max_truncated_fraction, "
+                        "min_entropy_ceiling, perplexity_top_fraction, perplexity_max_share, max_unchanged_fraction, "
+                        "max_arm_mismatch_fraction, max_timing_spread (defaults in the README)")
     p.add_argument("--on_error", choices=("skip", "fail"), default="fail", help="malformed records: skip (counted) or fail")
     p.add_argument("--dist_timeout", type=_seconds, default=600.0,
                    help="under torchrun: seconds a rank may go without a heartbeat (stalled, e.g. SIGSTOP or a hung "
@@ -143,7 +153,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         batch_size=a.batch_size, max_length=a.max_length, limit=a.limit, seed=a.seed, device=a.device,
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
         store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, rolling=a.rolling,
-        dist_timeout=a.dist_timeout,
+        dist_timeout=a.dist_timeout, caveats=a.caveat, min_tokens=a.min_tokens, fixed_tokens=a.fixed_tokens,
     )
     if out is not None:
         print(results_markdown(out))

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .caveats import CaveatThresholds
+from .caveats import CaveatThresholds, parse_thresholds
 from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
@@ -39,9 +39,11 @@ def evaluate(
     store: str | os.PathLike | None = None,
     sample_size: int | None = None,
     sample_seed: int | None = None,
-    caveats: CaveatThresholds | None = None,
+    caveats: CaveatThresholds | Mapping[str, Any] | Sequence[str] | None = None,
     rolling: bool = False,
     dist_timeout: float = 600.0,
+    min_tokens: int | None = None,
+    fixed_tokens: int | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -54,13 +56,18 @@ def evaluate(
     (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
     `sample_size`/`sample_seed` set the random draw of the recipes that sample (default 10,000 records, seed
     1234 or the recipe's own), independent of `seed`. `caveats` sets the thresholds of the warnings each task
-    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`). `rolling` scores loss and
-    perplexity over every token with lm-eval's rolling windows (a task whose recipe sets rolling does so anyway)
-    and adds word_perplexity, byte_perplexity and bits_per_byte. Under torchrun a rank silent
-    for `dist_timeout` seconds (stalled or dead) stops the others with one line (see `matrixeval.engine.dist`).
+    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`; also ``["KEY=VALUE"]`` or a
+    mapping). `rolling` scores loss and perplexity over every token with lm-eval's rolling windows (a task whose
+    recipe sets rolling does so anyway) and adds word_perplexity, byte_perplexity and bits_per_byte. Under
+    torchrun a rank silent for `dist_timeout` seconds (stalled or dead) stops the others with one line (see `matrixeval.engine.dist`).
+    `min_tokens` drops documents of fewer tokens, `fixed_tokens` L cuts every document to exactly L
+    tokens and drops shorter ones (max_length becomes L); tokens are counted after tokenisation, special tokens
+    included, and what is dropped is counted in ``skipped_by_status["too_short"]``. A task's own min_tokens /
+    max_tokens (its recipe or task file) apply when neither is given.
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    caveats = parse_thresholds(caveats)
     specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
@@ -71,13 +78,17 @@ def evaluate(
         needs_rolling([m.strip() for m in asked], rolls[task.name], task.name)
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
-                      caveats=caveats, rolling=rolling, dist_timeout=dist_timeout)
+                      caveats=caveats, rolling=rolling, dist_timeout=dist_timeout, min_tokens=min_tokens,
+                      fixed_tokens=fixed_tokens)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:
-        count = task.recipe.count_text if task.recipe is not None else None
+        recipe = task.recipe
+        count = recipe.count_text if recipe is not None else None
         entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source,
-                                     rolling=rolls[task.name], count_text=(lambda d, f=count: f(d.record)) if count else None)
+                                     rolling=rolls[task.name], count_text=(lambda d, f=count: f(d.record)) if count else None,
+                                     min_tokens=getattr(recipe, "min_tokens", None),
+                                     max_tokens=getattr(recipe, "max_tokens", None))
         if entry is not None:
             results[task.name] = entry
             by_id = {d.doc_id: d for d in task.documents}

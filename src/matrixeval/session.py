@@ -17,13 +17,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
 from .caveats import CaveatThresholds, task_caveats
+from .caveats import report as report_caveats
 from .data import Document
 from .engine.batching import encode
 from .engine.dist import DEFAULT_TIMEOUT, barrier, broadcast_from_main, init_world, rank_gpus
@@ -57,6 +58,18 @@ def _check_batch_size(batch_size: int | str) -> int | str:
     if value < 1:
         raise MatrixEvalError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     return value
+
+
+def _check_token_controls(min_tokens: int | None, fixed_tokens: int | None) -> tuple[int | None, int | None]:
+    for flag, value in (("min_tokens", min_tokens), ("fixed_tokens", fixed_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise MatrixEvalError(f"{flag} must be a positive number of tokens, got {value!r}")
+    if fixed_tokens is not None and fixed_tokens < 2:
+        raise MatrixEvalError(f"fixed_tokens must be at least 2 tokens, got {fixed_tokens}")
+    if min_tokens is not None and fixed_tokens is not None:
+        raise MatrixEvalError("give --min_tokens or --fixed_tokens, not both (--fixed_tokens L already drops "
+                              "documents of fewer than L tokens)")
+    return min_tokens, fixed_tokens
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -131,6 +144,8 @@ class Session:
         caveats: CaveatThresholds | None = None,
         rolling: bool = False,
         dist_timeout: float = DEFAULT_TIMEOUT,
+        min_tokens: int | None = None,
+        fixed_tokens: int | None = None,
     ):
         """Check everything that needs no weights, then load the model.
 
@@ -140,6 +155,9 @@ class Session:
 
         `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`). Under torchrun,
         `dist_timeout` is how many seconds a rank may go silent before the others stop (`engine.dist`).
+        `min_tokens` drops documents of fewer tokens; `fixed_tokens` L cuts every document to exactly L tokens
+        and drops shorter ones (it sets max_length to L); both count the tokens the model reads, special tokens included, after
+        tokenisation, and count what they drop as ``too_short`` (see :meth:`run`).
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
         folders are checked from the config alone, so a mistake is reported in a second, not after a large
@@ -147,6 +165,7 @@ class Session:
         """
         self.started = time.time()
         self.batch_size = _check_batch_size(batch_size)
+        self.min_tokens, self.fixed_tokens = _check_token_controls(min_tokens, fixed_tokens)
         if max_length < 2:
             raise MatrixEvalError(f"max_length must be at least 2 tokens, got {max_length}")
         self.world = init_world(device, dist_timeout)
@@ -179,7 +198,13 @@ class Session:
         self.seed = seed
         self.caveats = caveats or CaveatThresholds()
         self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
-        self.max_length = min(max_length, self.lm.max_positions) if self.lm.max_positions else max_length
+        limit = self.lm.max_positions or max(max_length, self.fixed_tokens or 0)
+        if self.fixed_tokens is not None and self.fixed_tokens > limit:
+            raise MatrixEvalError(f"fixed_tokens {self.fixed_tokens} exceeds the {limit} positions of "
+                                  f"{self.lm.name}; use at most {limit}")
+        # what --max_length allows (runs without token controls); --fixed_tokens L makes every other run's L
+        self.free_max_length = min(max_length, limit)
+        self.max_length = self.fixed_tokens or self.free_max_length
         self.cfg = MeasureConfig(
             layers=tuple(self.layers),
             need_loss=any(m in self.metrics for m in ("loss", "perplexity", *ROLLING)),
@@ -198,6 +223,9 @@ class Session:
         require_spectral: bool = True,
         rolling: bool | None = None,
         count_text: Callable[[Document], str] | None = None,
+        min_tokens: int | None = None,
+        max_tokens: int | None = None,
+        token_controls: bool = True,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | tuple[None, None]:
         """Measure `documents` as task `name`: (results entry, per-sample records) on rank 0, (None, None) elsewhere.
 
@@ -205,15 +233,44 @@ class Session:
         `count_text` gives the text whose words and bytes the rolling perplexities count (default: the document's
         text; lm-eval's wikitext counts the page before detokenisation).
 
+        `min_tokens` and `max_tokens` are the task's own token controls (a recipe's or task file's); the
+        session's --min_tokens / --fixed_tokens replace them when given, and max_tokens only lowers max_length.
+        Documents the controls drop are counted in ``skipped_by_status["too_short"]``; the entry records the
+        controls in force (``min_tokens``, ``fixed_tokens``, ``max_length``). `token_controls` False measures
+        every document at the session's max_length whatever the controls (e.g. answer choices scored together).
+
         Raises MatrixEvalError when no sample has a defined spectral value, so no results file claims numbers,
         unless `require_spectral` is False (a caller that only reads log-likelihoods, e.g. one-token choices).
         """
         rolling = self.rolling if rolling is None else bool(rolling)
         needs_rolling(self.metrics, rolling, name)
-        encoded = encode(self.lm.tokenizer, documents, self.max_length)
+        max_length = self.max_length
+        if self.fixed_tokens is None and max_tokens is not None:
+            max_length = min(max_length, max_tokens)
+        floor = self.fixed_tokens or (self.min_tokens if self.min_tokens is not None else min_tokens)
+        fixed = self.fixed_tokens
+        if not token_controls:
+            max_length, floor, fixed = self.free_max_length, None, None
+        if floor is not None and floor > max_length:
+            raise MatrixEvalError(f"task {name!r}: min_tokens {floor} exceeds max_length {max_length}; every "
+                                  "document would be dropped: lower min_tokens or raise --max_length")
+        encoded = encode(self.lm.tokenizer, documents, max_length)
+        n_short = 0
+        if floor is not None:
+            kept = [e for e in encoded if len(e.input_ids) >= floor]
+            n_short = len(encoded) - len(kept)
+            if not kept:
+                longest = max((len(e.input_ids) for e in encoded), default=0)
+                raise MatrixEvalError(
+                    f"task {name!r}: all {len(encoded)} documents have fewer than {floor} tokens "
+                    f"({'--fixed_tokens' if self.fixed_tokens else 'min_tokens'}; longest: {longest}); "
+                    "lower it or use longer texts")
+            encoded = kept
+        if n_short:
+            load_skipped = {**(load_skipped or {}), "too_short": (load_skipped or {}).get("too_short", 0) + n_short}
         cfg = self.cfg
         if rolling and cfg.need_loss:
-            encoded = self._with_windows(name, documents, encoded)
+            encoded = self._with_windows(name, documents, encoded, max_length)
             cfg = replace(cfg, rolling=True)
         key_config = {
             "matrixeval": __version__,
@@ -222,7 +279,10 @@ class Session:
             **model_identity(self.args),
             "task": name,
             "documents": _docs_digest(documents),
-            "max_length": self.max_length,
+            "max_length": max_length,
+            # only when set: a run without token controls keeps the key (and the store) it always had
+            **({"min_tokens": floor} if floor is not None else {}),
+            **({"fixed_tokens": fixed} if fixed is not None else {}),
             "exclude_bos": self.cfg.exclude_bos,
             "layers": list(self.cfg.layers),
             "need_loss": self.cfg.need_loss,
@@ -277,23 +337,23 @@ class Session:
         entry["source"] = source
         entry["rolling"] = cfg.rolling
         entry["n_torn_store_lines"] = run.n_torn
-        found = task_caveats(run.records, entry, metrics=self.metrics, hidden_size=self.lm.hidden_size,
-                             thresholds=self.caveats)
-        for caveat in found:
-            print(caveat.line(name), file=sys.stderr)
-        entry["warnings"] = [c.as_dict() for c in found]
+        entry.update(min_tokens=floor, fixed_tokens=fixed, max_length=max_length)
+        entry["warnings"] = []
+        report_caveats(entry, name, task_caveats(run.records, entry, metrics=self.metrics,
+                                                 hidden_size=self.lm.hidden_size, thresholds=self.caveats))
         return entry, run.records
 
-    def _with_windows(self, name: str, documents: Sequence[Document], encoded: list) -> list:
+    def _with_windows(self, name: str, documents: Sequence[Document], encoded: list, max_length: int) -> list:
         """`encoded` with each document's rolling windows (every token, lm-eval's tokenisation and prefix token)."""
         if any(d.context is not None for d in documents):
             raise MatrixEvalError(f"task {name!r}: rolling mode scores whole documents, and these have a context "
                                   "(prompt or instruction) before the measured text; drop --rolling")
         tokenizer, prefix = self.lm.tokenizer, prefix_token_id(self.lm.tokenizer)
+        by_id = {d.doc_id: d for d in documents}
         out = []
-        for doc, item in zip(documents, encoded):
-            tokens = rolling_token_ids(tokenizer, doc.text)
-            windows = window_inputs(rolling_windows(tokens, prefix, self.max_length), self.max_length)
+        for item in encoded:  # the documents the token controls kept
+            tokens = rolling_token_ids(tokenizer, by_id[item.doc_id].text)
+            windows = window_inputs(rolling_windows(tokens, prefix, max_length), max_length)
             out.append(replace(item, windows=tuple(windows)))
         return out
 
@@ -314,6 +374,9 @@ class Session:
             "layers": self.layers,
             "metrics": self.metrics,
             "max_length": self.max_length,
+            "min_tokens": self.min_tokens,
+            "fixed_tokens": self.fixed_tokens,
+            "caveat_thresholds": asdict(self.caveats),
             "batch_size": self.batch_size,
             "batch_sizes_used": sorted(set(self.sizer.history), reverse=True),
             "seed": self.seed,

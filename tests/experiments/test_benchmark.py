@@ -74,6 +74,8 @@ def test_accuracy_equals_a_direct_log_likelihood_computation(llama_path, tmp_pat
         p = entry["accuracy"]
         assert entry["accuracy_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / (len(direct) - 1)))
         assert math.isfinite(entry["matrix_entropy"]) and math.isfinite(entry["perplexity"])
+        # chance: a uniform guess among each scored question's choices (openbookqa 4, piqa and winogrande 2)
+        assert entry["chance"] == pytest.approx(sum(1 / len(l) for l, _, _ in direct) / len(direct))
     assert out["results"]["winogrande"]["acc_norm"] == out["results"]["winogrande"]["accuracy"]
 
 
@@ -89,3 +91,13 @@ def test_cli_and_errors(gpt2_path, tiny_corpus, tmp_path, capsys):
         benchmark_experiment(f"pretrained={gpt2_path}", str(tiny_corpus), output_path=None)
     with pytest.raises(MatrixEvalError, match="causal LM head is needed to score choices"):
         benchmark_experiment(None, f"openbookqa={data}", metrics="matrix_entropy", output_path=None)
+
+
+def test_fixed_tokens_leaves_the_choices_whole(gpt2_path, tmp_path):
+    """--fixed_tokens cuts the task's documents, never the answer choices that are scored together."""
+    data = shared_file(FILES["openbookqa"])
+    full = benchmark_experiment(f"pretrained={gpt2_path}", f"openbookqa={data}", limit=4, output_path=None)
+    fixed = benchmark_experiment(f"pretrained={gpt2_path}", f"openbookqa={data}", limit=4, output_path=None,
+                                 fixed_tokens=8)
+    assert fixed["questions"]["openbookqa"] == full["questions"]["openbookqa"]
+    assert fixed["results"]["openbookqa"]["fixed_tokens"] == 8

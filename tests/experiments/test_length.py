@@ -98,3 +98,27 @@ def test_cli_subprocess_defaults_run_on_the_default_model(tmp_path):
     assert [r["n_docs"] for r in data["table"]] == [2, 2, 2, 2]
     assert data["documents"]["pydoc_topics"]["lengths_above_model_limit"] == [1024]
     assert data["config"]["min_tokens"] == 512 and data["config"]["lengths_asked"] == [64, 128, 256, 512, 1024]
+
+
+def test_a_curve_with_few_samples_per_point_is_warned_and_marked(llama_path, tiny_corpus, tmp_path, capsys):
+    out = length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths="8,16,32", min_tokens=12,
+                            metrics="matrix_entropy", output_path=tmp_path)
+    check_outputs(out, ["task", "length", "n_samples"])
+    points = {r["length"]: r["n_samples"] for r in out["table"]}
+    assert all(n < 30 for n in points.values())  # the tiny corpus has 20 documents
+    found = [w for e in out["results"].values() for w in e["warnings"] if w["code"] == "few_samples_point"]
+    assert len(found) == 1
+    assert found[0]["message"].startswith("curve tiny: 3 of 3 points have fewer than 30 samples")
+    assert ", ".join(f"{L}: n = {n}" for L, n in points.items()) in found[0]["message"]
+    assert capsys.readouterr().err.count("[few_samples_point]") == 1
+    assert out["outputs"]["plots"]
+    # a threshold the points meet: no curve warning
+    below = min(points.values())
+    quiet = length_experiment(f"pretrained={llama_path}", str(tiny_corpus), lengths="8,16,32", min_tokens=12,
+                              metrics="matrix_entropy", output_path=None, caveat=[f"min_samples={below}"])
+    assert not [w for e in quiet["results"].values() for w in e["warnings"] if w["code"] == "few_samples_point"]
+
+
+def test_fixed_tokens_is_refused_by_length(llama_path, tiny_corpus):
+    with pytest.raises(MatrixEvalError, match="--fixed_tokens does not apply"):
+        length_experiment(f"pretrained={llama_path}", str(tiny_corpus), fixed_tokens=8, output_path=None)

@@ -299,7 +299,8 @@ def test_cli_writes_json_markdown_csv_and_resumes(tmp_path, llava_path, data_fil
             "--tasks", f"tiny={data_file}", "--image_root", str(image_dir), "--rotate", "90,180",
             "--reverse_after_connector", "--limit", "3", "--output_path", str(tmp_path), "--device", "cpu"]
     assert main(argv) == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert "| task" in table and "image_text_alignment" in table and "reverse_after_connector" in table
     [path] = list(tmp_path.glob("*/multimodal_*.json"))
     out = json.loads(path.read_text())
@@ -315,7 +316,20 @@ def test_cli_writes_json_markdown_csv_and_resumes(tmp_path, llava_path, data_fil
         rows = list(csv.DictReader(f))
     assert [r["operation"] for r in rows] == ["base", "rotate90", "rotate180", "reverse_after_connector"]
     assert float(rows[0]["H1"]) == out["results"]["tiny/base"]["H1"]
-    assert "image_reduction" in path.with_suffix(".md").read_text()
+    markdown = path.with_suffix(".md").read_text()
+    assert "image_reduction" in markdown
+    # 3 samples: every row carries few_samples, in the JSON, under the Markdown table and once each on stderr
+    for key, entry in out["results"].items():
+        assert [w["code"] for w in entry["warnings"]] == ["few_samples"]
+        assert f"**{key}** `few_samples`: only 3 valid samples (threshold 30)" in markdown
+    assert captured.err.count("[few_samples] only 3 valid samples") == 4
+    assert "`few_samples`" in table  # under the table on stdout too
+
+    quiet = main(argv + ["--caveat", "min_samples=3", "--rotate", "270"])  # met: no warning
+    assert quiet == 0
+    newest = max(tmp_path.glob("*/multimodal_*.json"), key=lambda p: p.stat().st_mtime_ns)
+    assert all(e["warnings"] == [] for e in json.loads(newest.read_text())["results"].values())
+    newest.unlink()
 
     assert main(argv) == 0  # the same call again reads every sample from the store
     [second] = [p for p in tmp_path.glob("*/multimodal_*.json") if p != path]

@@ -114,3 +114,25 @@ def test_cli_with_a_prompts_file_and_the_builtin_prompts(gpt2_path, tiny_corpus,
     (tmp_path / "bad.json").write_text('{"none": "x"}')
     with pytest.raises(MatrixEvalError, match="reserved"):
         read_prompts(tmp_path / "bad.json")
+
+
+def test_a_prompt_arm_cut_at_max_length_is_warned(llama_path, tmp_path, capsys):
+    data = shared_file("openbookqa/dev.jsonl")
+    tok = AutoTokenizer.from_pretrained(llama_path)
+    qa = [r["question_stem"] + "\n" + r["answer_text"] for r in read_jsonl(data)[:6]]
+    bodies = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in qa]
+    head = 1 + len(tok(PROMPTS["long"] + "\n", add_special_tokens=False)["input_ids"])
+    limit = max(bodies) + 1  # the arm without a prompt holds every QA whole; the long prompt leaves less room
+    differ = sum(min(b, limit - head) != b for b in bodies)
+    assert 0 < differ
+    out = prompt_experiment(f"pretrained={llama_path}", f"openbookqa={data}", prompts=PROMPTS, limit=6,
+                            metrics="matrix_entropy", output_path=tmp_path, max_length=limit)
+    check_outputs(out, ["task", "prompt"])
+    found = {name: w for name, e in out["results"].items() for w in e["warnings"] if w["code"] == "arms_differ"}
+    assert f"in {differ} of 6 documents" in found["openbookqa/long"]["message"]
+    short_head = 1 + len(tok(PROMPTS["short"] + "\n", add_special_tokens=False)["input_ids"])
+    assert ("openbookqa/short" in found) == any(min(b, limit - short_head) != b for b in bodies)
+    assert capsys.readouterr().err.count("[arms_differ] arm 'long'") == 1
+    roomy = prompt_experiment(f"pretrained={llama_path}", f"openbookqa={data}", prompts=PROMPTS, limit=6,
+                              metrics="matrix_entropy", output_path=None)
+    assert not [w for e in roomy["results"].values() for w in e["warnings"] if w["code"] == "arms_differ"]

@@ -134,3 +134,24 @@ def test_hub_corpus_is_the_whole_split_not_the_recipes_sample(gpt2_path, monkeyp
     tok = AutoTokenizer.from_pretrained(gpt2_path)
     for r in samples(out, "openwebtext2_reference"):
         assert r["n_input_tokens"] == len(tok(records[r["doc_id"]]["text"])["input_ids"])
+
+
+def test_many_subsets_show_a_progress_bar_and_one_line_when_far_too_many(gpt2_path, tiny_corpus, tmp_path, capsys,
+                                                                         caplog, monkeypatch):
+    import math
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    argv = ["experiment", "sampling", "--model_args", f"pretrained={gpt2_path}", "--tasks", str(tiny_corpus),
+            "--sizes", "19:40", "--metrics", "effective_rank", "--output_path", str(tmp_path)]
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "tiny: subsets:   0%|          | 0/40" in err  # the bar counts the subsets
+    assert math.comb(20, 19) == 20 < 40
+    lines = [r.getMessage() for r in caplog.records if "far more than needed" in r.getMessage()]
+    assert lines == ["task tiny: far more than needed: 40 subsets of 19 from 20 records, but only 20 distinct ones "
+                     "exist (draws repeat); each subset is aggregated (a progress bar shows them)"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # 5 subsets of 19: nothing to say
+        assert main(argv[:-5] + ["19:5", "--metrics", "effective_rank", "--output_path", str(tmp_path)]) == 0
+    assert not [r for r in caplog.records if "far more than needed" in r.getMessage()]

@@ -122,3 +122,35 @@ def test_the_same_delta_drawer_serves_prompt(gpt2_path, tiny_corpus, tmp_path, m
     assert drawn["zero_line"] and "95% bootstrap interval" in drawn["error_label"] and "none = tiny" in drawn["error_label"]
     low, high = drawn["errors"]["tiny"]["average"]
     assert low <= rows["average"]["matrix_entropy_delta"] <= high
+
+
+def _unchanged_warnings(out):
+    return {name: w for name, e in out["results"].items() for w in e["warnings"]
+            if w["code"] == "unchanged_by_operation"}
+
+
+def test_an_operation_that_leaves_documents_unchanged_is_warned(gpt2_path, tiny_corpus, sentences_corpus, tmp_path,
+                                                               capsys):
+    texts = [r["text"] for r in read_jsonl(tiny_corpus)]
+    same = sum(apply_sentence_op(t, "shuffle", 1) == apply_sentence_op(t, "base", 1) for t in texts)
+    assert same / len(texts) > 0.1  # lower-case lines of " ." are single sentences to the splitter
+    out = sentence_ops_experiment(f"pretrained={gpt2_path}", str(tiny_corpus), ops="base,shuffle",
+                                  metrics="matrix_entropy", seed=1, output_path=tmp_path)
+    check_outputs(out, ["task", "op"])
+    found = _unchanged_warnings(out)
+    assert list(found) == ["tiny/shuffle"]
+    assert f"shuffle leaves {same} of {len(texts)} documents ({same / len(texts):.0%}) unchanged" in \
+        found["tiny/shuffle"]["message"]
+    assert out["documents"]["tiny"]["n_unchanged_shuffle"] == same
+    assert capsys.readouterr().err.count("[unchanged_by_operation]") == 1
+    # reversing the words of sentences of several words changes every document
+    sents = [r["text"] for r in read_jsonl(sentences_corpus)]
+    assert all(apply_sentence_op(t, "reverse_words", 1) != apply_sentence_op(t, "base", 1) for t in sents)
+    quiet = sentence_ops_experiment(f"pretrained={gpt2_path}", str(sentences_corpus), ops="base,reverse_words",
+                                    metrics="matrix_entropy", seed=1, output_path=None)
+    assert _unchanged_warnings(quiet) == {}
+    # the threshold is settable
+    allowed = sentence_ops_experiment(f"pretrained={gpt2_path}", str(tiny_corpus), ops="base,shuffle",
+                                      metrics="matrix_entropy", seed=1, output_path=None,
+                                      caveat={"max_unchanged_fraction": 1.0})
+    assert _unchanged_warnings(allowed) == {}

@@ -65,3 +65,55 @@ def test_cli_on_minilm(tmp_path, capsys):
     assert "reference_over_nuclear" in capsys.readouterr().out
     data = json.loads(next(tmp_path.rglob("timing_*.json")).read_text())
     assert data["results"]["pydoc_topics"]["hidden_size"] == 384
+
+
+def test_defaults_three_repeats_fastest_reported_threads_pinned(gpt2_path, tiny_corpus, tmp_path):
+    before = torch.get_num_threads()
+    out = timing_experiment(f"pretrained={gpt2_path}", str(tiny_corpus), limit=4, threads=2, output_path=tmp_path,
+                            caveat=["max_timing_spread=1000"])
+    assert torch.get_num_threads() == before  # restored after the experiment
+    assert out["config"]["repeats"] == 3 and out["config"]["threads"] == 2
+    row, seconds = out["table"][0], out["repeat_seconds"]["tiny"]
+    for method in ("reference", "matrix_entropy", "nuclear_norm"):
+        assert len(seconds[method]) == 3
+        assert row[f"{method}_s"] == min(seconds[method])
+        fastest, slowest = min(seconds[method]), max(seconds[method])
+        assert row[f"{method}_spread"] == pytest.approx((slowest - fastest) / fastest)
+    assert out["results"]["tiny"]["warnings"] == []  # a threshold no spread reaches
+    assert out["outputs"]["plots"]
+
+
+def test_a_large_spread_between_repeats_is_warned(gpt2_path, tiny_corpus, tmp_path, monkeypatch, capsys):
+    """One repeat of nuclear_norm is made slow for real (a sleep inside it): its spread is far above 20 %."""
+    import time
+
+    import matrixeval.experiments.timing as timing
+
+    calls = {"n": 0}
+    real = timing.matrix_nuclear_norm
+    n_docs = 4
+
+    def slow_second_pass(h):
+        calls["n"] += 1
+        if 2 * n_docs < calls["n"] <= 3 * n_docs:  # the warm-up pass, one repeat, then this one
+            time.sleep(0.05)
+        return real(h)
+
+    monkeypatch.setattr(timing, "matrix_nuclear_norm", slow_second_pass)
+    out = timing_experiment(f"pretrained={gpt2_path}", str(tiny_corpus), limit=n_docs, output_path=tmp_path)
+    seconds = out["repeat_seconds"]["tiny"]["nuclear_norm"]
+    spread = (max(seconds) - min(seconds)) / min(seconds)
+    assert max(seconds) > 0.2 and spread > 0.2
+    found = [w for w in out["results"]["tiny"]["warnings"] if w["code"] == "timing_spread"]
+    assert any(w["message"].startswith(f"nuclear_norm: repeats range {min(seconds):.3g}–{max(seconds):.3g} s, "
+                                       f"spread {spread:.0%}") for w in found)
+    assert "[timing_spread] nuclear_norm" in capsys.readouterr().err
+    markdown = open(out["outputs"]["markdown"]).read()
+    assert "`timing_spread`: nuclear_norm" in markdown
+
+
+def test_token_controls_are_refused_before_any_model_loads(tiny_corpus):
+    from matrixeval.errors import MatrixEvalError
+
+    with pytest.raises(MatrixEvalError, match="--min_tokens and --fixed_tokens do not apply"):
+        timing_experiment("pretrained=/nonexistent", str(tiny_corpus), fixed_tokens=8, output_path=None)

@@ -84,3 +84,49 @@ def test_plot_bars_of_deltas_with_asymmetric_intervals(tmp_path):
     assert _span(0.042, (0.037, 0.048)) == pytest.approx((0.005, 0.006))
     assert _span(-0.01, (-0.015, -0.004)) == pytest.approx((0.005, 0.006))
     assert _span(0.5, 0.1) == (0.1, 0.1) and _span(0.5, None) == (0.0, 0.0) and _span(0.5, (None, 1.0)) == (0.0, 0.0)
+
+
+def _drawn(monkeypatch):
+    """Capture the figure a plot function saves, to read what it draws."""
+    import matrixeval.report.plots as plots
+
+    seen = {}
+    real = plots.atomic_savefig
+
+    def keep(fig, path, **kw):
+        seen["fig"] = fig
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "atomic_savefig", keep)
+    return seen
+
+
+def _texts(fig):
+    out = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+    for ax in fig.axes:
+        out += [ax.get_xlabel(), ax.get_title()]
+        if ax.get_legend():
+            out += [t.get_text() for t in ax.get_legend().get_texts()]
+    for legend in fig.legends:
+        out += [t.get_text() for t in legend.get_texts()]
+    return out
+
+
+def test_figures_say_what_their_bands_bars_and_caveats_are(tmp_path, monkeypatch):
+    from matrixeval.report.plots import plot_metric_panels
+
+    seen = _drawn(monkeypatch)
+    pts = {"a": [(0, 0.5, 0.45, 0.55), (1, 0.7, 0.66, 0.74)]}
+    plot_metric_panels({"matrix_entropy": pts}, tmp_path / "p.png", xlabel="depth", title="t")
+    assert "shaded band: 95% interval" in _texts(seen["fig"])
+    plot_series({"tiny": ([8, 16], [0.5, 0.6])}, tmp_path / "s.png", xlabel="L", ylabel="y", title="t",
+                errors={"tiny": [0.01, 0.02]}, counts={"tiny": [40, 3]}, min_count=30,
+                error_label="error bars: ± 1 s.e.", notes=["⚠ [few_samples_point] curve tiny"])
+    texts = _texts(seen["fig"])
+    assert "n=40" in texts and "n=3" in texts and "fewer than 30 samples" in texts
+    assert any("error bars: ± 1 s.e." in t for t in texts) and "⚠ [few_samples_point] curve tiny" in texts
+    plot_bars({"piqa": {"accuracy": 0.6}}, tmp_path / "b.png", ylabel="acc", title="t", lines={"piqa": (0.5, "chance 0.5")},
+              logy=True, legend_inside=True)
+    fig = seen["fig"]
+    assert "chance 0.5" in _texts(fig) and fig.axes[0].get_yscale() == "log" and fig.axes[0].get_legend()
+    assert not fig.legends  # the legend is inside the axes

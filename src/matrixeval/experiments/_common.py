@@ -2,7 +2,7 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples, sample_size, sample_seed, rolling, dist_timeout). :func:`finish` writes
+on_error, log_samples, sample_size, sample_seed, rolling, dist_timeout, min_tokens, fixed_tokens, caveat). :func:`finish` writes
 ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..caveats import CaveatThresholds, parse_thresholds
 from ..data import DEFAULT_TASK, Task, load_task, parse_task_specs
 from ..engine.files import write_text_atomic
 from ..errors import MatrixEvalError
@@ -71,6 +72,14 @@ class Options:
     sample_seed: int | None = None
     rolling: bool = False
     dist_timeout: float = 600.0
+    min_tokens: int | None = None
+    fixed_tokens: int | None = None
+    caveat: CaveatThresholds | Mapping[str, Any] | Sequence[str] | None = None
+
+    @property
+    def thresholds(self) -> CaveatThresholds:
+        """The caveat thresholds (``--caveat KEY=VALUE``) as one :class:`CaveatThresholds`."""
+        return parse_thresholds(self.caveat)
 
 
 _NAMES = tuple(f.name for f in fields(Options))
@@ -81,7 +90,9 @@ def options(common: Mapping[str, Any]) -> Options:
     unknown = sorted(set(common) - set(_NAMES))
     if unknown:
         raise MatrixEvalError(f"unknown option {unknown[0]!r}; the shared options are: {', '.join(_NAMES)}")
-    return Options(**common)
+    opts = Options(**common)
+    opts.thresholds  # a bad --caveat fails here, before any model loads
+    return opts
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,7 +124,8 @@ def open_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequ
     return Session(model_args, metrics=metrics, layers=opts.layers, batch_size=opts.batch_size,
                    max_length=opts.max_length, seed=opts.seed, device=opts.device, output_path=opts.output_path,
                    store=opts.store, exclude_bos=opts.exclude_bos, rolling=opts.rolling,
-                   dist_timeout=opts.dist_timeout)
+                   dist_timeout=opts.dist_timeout, caveats=opts.thresholds, min_tokens=opts.min_tokens,
+                   fixed_tokens=opts.fixed_tokens)
 
 
 def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,
@@ -272,11 +284,12 @@ def paired_delta(base: Mapping[int, float], variants: Sequence[Mapping[int, floa
 
 def delta_plotter(rows: Sequence[Mapping[str, Any]], per_sample: Mapping[str, Sequence[Mapping[str, Any]]],
                   metric: str, variant: str, *, base: str, session: Session, seed: int, title: str,
-                  average: str | None = None):
+                  average: str | None = None, notes: Sequence[str] = ()):
     """A drawer for `finish`'s plots: per task, one bar per `variant` value other than `base`, of the row's
     ``<metric>_delta`` (value − base value), with the 95% bootstrap interval of the mean per-document Δ
     (paired: the same documents in both; the `average` row pairs each document's mean Δ over the variants).
-    The figure says what the bars and error bars are and gives each task's base value."""
+    The figure says what the bars and error bars are and gives each task's base value, and writes `notes`
+    (the caveats concerning it)."""
 
     def draw(path: Path) -> None:
         from ..report.plots import plot_bars
@@ -314,7 +327,7 @@ def delta_plotter(rows: Sequence[Mapping[str, Any]], per_sample: Mapping[str, Se
                  f"Bars: Δ = value − value of {base!r}. No error bars: {metric} is not a mean over samples")
         label += f". {base} = " + "; ".join(bases) + " (± stderr)." if bases else "."
         plot_bars(groups, path, ylabel=f"Δ {metric_label(metric)}", title=title, errors=errors or None,
-                  error_label=label, zero_line=True)
+                  error_label=label, zero_line=True, notes=notes)
 
     return draw
 
@@ -335,12 +348,14 @@ def metric_label(metric: str) -> str:
 
 
 def print_report(out: Mapping[str, Any] | None) -> int:
-    """The CLI's output: the table in Markdown on stdout, where the files went on stderr. Returns 0."""
+    """The CLI's output: the table in Markdown on stdout with the caveats under it, where the files went on
+    stderr. Returns 0."""
     if out is None:  # a rank other than 0
         return 0
-    from ..report.tables import to_markdown
+    from ..report.tables import to_markdown, warnings_markdown
 
-    print(to_markdown(out["table"]))
+    notes = warnings_markdown(out)
+    print(to_markdown(out["table"]) + (f"\n\n{notes}" if notes else ""))
     outputs = out.get("outputs")
     if outputs:
         files = [outputs["json"], outputs["markdown"], outputs["csv"], *outputs["plots"]]

@@ -17,6 +17,7 @@ are measured as the variant "<task>" for the metrics.
 Output columns (table .md/.csv next to benchmark_<timestamp>.json, and the "table" key of the JSON):
   task              the task
   n_questions       questions scored
+  chance            accuracy of a uniform guess, 1/n_choices averaged over the questions (dashed on the plot)
   accuracy          share of questions whose highest summed log-likelihood is the correct choice ("acc")
   accuracy_stderr   its standard error, sqrt(p(1−p)/(n−1))
   acc_norm          the same with each log-likelihood divided by the choice's length in characters, as
@@ -135,11 +136,12 @@ def benchmark_experiment(
             raise MatrixEvalError(f"benchmark scores {', '.join(QUESTIONS)}; task {task.name!r} is none of them "
                                   "(give e.g. piqa=LOCAL_FILE)")
         questions = _questions(task)
+        questions_by_id = dict(questions)
         stride = max(len(q.contexts) for _, q in questions)
         choice_docs = [Document(doc_id * stride + i, cont, {}, context=ctx)
                        for doc_id, q in questions for i, (ctx, cont) in enumerate(zip(q.contexts, q.continuations))]
         _, choice_records = session.run(f"{task.name}/choices", choice_docs, source=task.source,
-                                        require_spectral=False)
+                                        require_spectral=False, token_controls=False)  # every choice is scored
         entry, records = session.run(task.name, task.documents, load_skipped=task.skipped, source=task.source)
         if entry is None:
             continue
@@ -151,7 +153,10 @@ def benchmark_experiment(
         results[task.name], per_sample[task.name] = entry, records
         per_sample[f"{task.name}/choices"] = choice_records
         questions_out[task.name] = scored
-        rows.append({"task": task.name, "n_questions": len(scored), "accuracy": acc[0], "accuracy_stderr": acc[1],
+        chance = sum(1 / len(questions_by_id[s["doc_id"]].contexts) for s in scored) / len(scored) if scored else None
+        entry["chance"] = chance
+        rows.append({"task": task.name, "n_questions": len(scored), "chance": chance,
+                     "accuracy": acc[0], "accuracy_stderr": acc[1],
                      "acc_norm": acc_norm[0], "acc_norm_stderr": acc_norm[1],
                      **common.metric_cells(entry, session.metrics)})
     model = common.short_name(session.lm.name)
@@ -210,7 +215,11 @@ def _plotter(rows: list[dict[str, Any]], model: str):
 
         groups = {r["task"]: {"accuracy": r["accuracy"], "acc_norm": r["acc_norm"]} for r in rows}
         errors = {r["task"]: {k: _finite_or_zero(r[f"{k}_stderr"]) for k in ("accuracy", "acc_norm")} for r in rows}
+        lines = {r["task"]: (r["chance"], f"chance {r['chance']:.3g}") for r in rows if r.get("chance") is not None}
+        n = ", ".join(f"{r['task']} {r['n_questions']}" for r in rows)
         plot_bars(groups, path, ylabel="accuracy (higher is better)", title=f"{model}: multiple-choice accuracy",
-                  errors=errors)
+                  errors=errors, lines=lines,
+                  error_label=f"Error bars: ± 1 s.e., sqrt(p(1−p)/(n−1)). Dashed: chance, 1/n_choices averaged over "
+                              f"the questions. Questions: {n}.")
 
     return draw

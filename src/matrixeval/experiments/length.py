@@ -24,7 +24,9 @@ Output columns (table .md/.csv next to <experiment>_<timestamp>.json, and the "t
 The JSON's "documents" section counts, per task, the documents loaded, those with at least --min_tokens
 tokens, those left out because a cut was not exact, those used, the documents per length, and the lengths
 dropped (above the model's limit or beyond every kept document). Plot: <stem>.png, the first metric against
-length (log x), one line per task; further metrics in <stem>_<metric>.png.
+length (log x), one line per task, each point with its n and ± 1 s.e.; further metrics in <stem>_<metric>.png.
+A curve with points of fewer than 30 samples (``--caveat min_samples=N``) gets the ``few_samples_point``
+warning, and those points are drawn hollow and crossed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..caveats import curve_few_samples
+from ..caveats import report as report_caveats
 from ..data import Document
 from ..errors import MatrixEvalError
 from . import _common as common
@@ -49,16 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lengths", default=DEFAULT_LENGTHS,
                         help=f"comma-separated token lengths (default: {DEFAULT_LENGTHS}); lengths above the model's "
                              "limit are dropped with a warning")
-    parser.add_argument("--min_tokens", type=int, default=DEFAULT_MIN_TOKENS,
-                        help=f"keep documents with at least this many tokens (default: {DEFAULT_MIN_TOKENS}); a length "
-                             "above it uses only the documents that reach it")
+    # --min_tokens is a shared flag; here it has its own default and meaning for the cut documents
+    parser.set_defaults(min_tokens=DEFAULT_MIN_TOKENS)
+    common.set_help(parser, "--min_tokens", f"keep documents with at least this many tokens (default: "
+                    f"{DEFAULT_MIN_TOKENS}); a length above it uses only the documents that reach it")
     common.add_metrics_arg(parser)
     common.add_log_samples_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = length_experiment(args.model_args, args.tasks, lengths=args.lengths, min_tokens=args.min_tokens,
-                            metrics=args.metrics, **common.options_from_args(args))
+    shared = common.options_from_args(args)
+    min_tokens = shared.pop("min_tokens")
+    out = length_experiment(args.model_args, args.tasks, lengths=args.lengths, min_tokens=min_tokens,
+                            metrics=args.metrics, **shared)
     return common.print_report(out)
 
 
@@ -106,6 +113,9 @@ def length_experiment(
     rank 0 and None elsewhere.
     """
     opts = common.options(common_options)
+    if opts.fixed_tokens is not None:
+        raise MatrixEvalError("--fixed_tokens does not apply to experiment length, which cuts every document to "
+                              "each of --lengths; give the lengths there")
     asked = sorted(set(common.positive_ints(lengths, "lengths")))
     if not isinstance(min_tokens, int) or isinstance(min_tokens, bool) or min_tokens < 1:
         raise MatrixEvalError(f"min_tokens must be a positive number of tokens, got {min_tokens!r}")
@@ -138,8 +148,17 @@ def length_experiment(
             results[name], per_sample[name] = entry, records
             rows.append({"task": task.name, "length": length, "n_docs": len(docs),
                          "n_samples": entry["n_samples"], **common.metric_cells(entry, session.metrics)})
+        points = {r["length"]: r["n_samples"] for r in rows if r["task"] == task.name}
+        sparse = [n for n, c in points.items() if c < opts.thresholds.min_samples]
+        if sparse:  # one warning for the curve, on its first sparse point's entry
+            report_caveats(results[f"{task.name}/len{sparse[0]}"], task.name,
+                           [curve_few_samples(f"curve {task.name}", points, opts.thresholds)])
     model = common.short_name(session.lm.name)
-    plots = {("" if i == 0 else m): _plotter(rows, m, model) for i, m in enumerate(session.metrics)}
+    from ..report.plots import caveat_notes
+
+    notes = caveat_notes(results, ["few_samples_point"])
+    plots = {("" if i == 0 else m): _plotter(rows, m, model, opts.thresholds.min_samples, notes)
+             for i, m in enumerate(session.metrics)}
     return common.finish(session, "length", results, rows, opts=opts, per_sample=per_sample,
                          extra_config={"lengths": lengths, "lengths_asked": asked, "min_tokens": min_tokens,
                                        "tasks": tasks},
@@ -188,18 +207,21 @@ def _variants(task, tokenizer, lengths: list[int], min_tokens: int,
     return {length: docs for length, docs in variants.items() if docs}, counts
 
 
-def _plotter(rows: list[dict[str, Any]], metric: str, model: str):
+def _plotter(rows: list[dict[str, Any]], metric: str, model: str, min_samples: int, notes: list[str]):
     def draw(path):
         from ..report.plots import plot_series
 
-        series, errors = {}, {}
+        series, errors, counts = {}, {}, {}
         for task in dict.fromkeys(r["task"] for r in rows):
             mine = [r for r in rows if r["task"] == task and r.get(metric) is not None]
             if mine:
                 series[task] = ([r["length"] for r in mine], [r[metric] for r in mine])
                 errors[task] = [r.get(f"{metric}_stderr") for r in mine]
+                counts[task] = [r["n_samples"] for r in mine]
         lengths = sorted({r["length"] for r in rows})
         plot_series(series, path, xlabel="sequence length (tokens)", ylabel=common.metric_label(metric),
-                    title=f"{model}: {metric} vs sequence length", logx=True, errors=errors, xticks=lengths)
+                    title=f"{model}: {metric} vs sequence length", logx=True, errors=errors, xticks=lengths,
+                    counts=counts, min_count=min_samples,
+                    error_label="error bars: ± 1 s.e. over samples; n = samples per point", notes=notes)
 
     return draw

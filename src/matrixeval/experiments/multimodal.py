@@ -53,13 +53,15 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..caveats import CaveatThresholds, few_samples, parse_thresholds
+from ..caveats import report as report_caveats
 from .._version import __version__
 from ..data.readers import read_rows
 from ..engine.files import write_text_atomic
@@ -340,8 +342,12 @@ def multimodal(
     store: str | Path | None = None,
     exclude_bos: bool = False,
     on_error: str = "fail",
+    caveat: CaveatThresholds | Mapping[str, Any] | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Measure H1..H5 on every task (NAME=FILE, comma-separated) for the base input and each requested operation.
+
+    `caveat` sets the thresholds of the warnings each row carries (``warnings``; e.g. ``few_samples`` below 30
+    samples with all five values), as ``--caveat KEY=VALUE`` does.
 
     `rotate`: clockwise angles (90, 180, 270; e.g. ``"90,180"``), one row each. See the module docstring.
     Returns the results dict (`results["TASK/OPERATION"]`), written with a Markdown and a CSV table to
@@ -353,6 +359,7 @@ def multimodal(
     from ..session import check_writable
 
     started = time.time()
+    thresholds = parse_thresholds(caveat)
     if not model_args:
         raise MatrixEvalError("multimodal needs a vision-language model: --model_args pretrained=ID_OR_PATH")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # it would do all the work on every rank and write it twice
@@ -399,10 +406,13 @@ def multimodal(
                 "skipped_on_load": skipped, "skipped_while_measuring": {"unreadable_image": unreadable} if unreadable
                 else {}, "n_resumed": n_resumed, "source": str(path),
             })
+            results[f"{name}/{op}"]["warnings"] = []
+            report_caveats(results[f"{name}/{op}"], f"{name}/{op}", [few_samples(entry["n_samples"], thresholds)])
     out = {
         "results": results,
         "config": {**_config(vlm, model_args, operations, image_root, limit, seed, exclude_bos, specs),
-                   "include_template": include_template, "instruction": instruction},
+                   "include_template": include_template, "instruction": instruction,
+                   "caveat_thresholds": asdict(thresholds)},
         "higher_is_better": {"image_text_alignment": True},
         "versions": versions(),
         "date": datetime.now().isoformat(timespec="seconds"),
@@ -467,13 +477,14 @@ def summary_rows(out: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _write(out: Mapping[str, Any], run_dir: Path) -> Path:
-    from ..report.tables import to_markdown, write_csv
+    from ..report.tables import to_markdown, warnings_markdown, write_csv
 
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S.%f")
     path = run_dir / f"multimodal_{stamp}.json"
     write_text_atomic(path, json.dumps(json_safe(dict(out)), indent=2, allow_nan=False))
     rows = summary_rows(out)
-    write_text_atomic(path.with_suffix(".md"), to_markdown(rows, COLUMNS) + "\n")
+    notes = warnings_markdown(out)
+    write_text_atomic(path.with_suffix(".md"), to_markdown(rows, COLUMNS) + (f"\n\n{notes}" if notes else "") + "\n")
     write_csv(path.with_suffix(".csv"), rows, COLUMNS)
     return path
 
@@ -521,6 +532,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--on_error", choices=("skip", "fail"), default="fail",
         help="malformed records, missing or unreadable images: skip (counted in n_skipped) or fail (default: fail)")
     add("-v", "--verbose", action="store_true", help="log progress details")
+    add("--caveat", action="append", default=None, metavar="KEY=VALUE",
+        help="set a warning threshold, repeatable (e.g. min_samples=10; the keys as in `run --help`)")
     add("--image_root", default=None, help="folder that relative image paths are joined to "
         "(default: the data file's folder; for cc_sbu_align records its image/ subfolder)")
     add("--rotate", action="append", default=None, metavar="DEGREES",
@@ -551,8 +564,12 @@ def run(args: argparse.Namespace) -> int:
         reverse_after_connector=args.reverse_after_connector, include_template=args.include_template,
         instruction=args.instruction, limit=args.limit, seed=args.seed, device=args.device,
         output_path=args.output_path, store=args.store, exclude_bos=args.exclude_bos, on_error=args.on_error,
+        caveat=args.caveat,
     )
-    print(to_markdown(summary_rows(out), COLUMNS))
+    from ..report.tables import warnings_markdown
+
+    notes = warnings_markdown(out)
+    print(to_markdown(summary_rows(out), COLUMNS) + (f"\n\n{notes}" if notes else ""))
     if "results_path" in out:
         print(f"\nresults written to {out['results_path']}", file=sys.stderr)
     return 0

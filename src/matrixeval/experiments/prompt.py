@@ -26,7 +26,9 @@ Output columns (table .md/.csv next to prompt_<timestamp>.json, and the "table" 
   task                the task
   prompt              "none" (no prompt), a prompt's name, or "average" (the mean over the prompts)
   n_samples           samples with a defined value
-  n_truncated         samples cut at max_length (a long prompt leaves less room for the QA: check it is 0)
+  n_truncated         samples cut at max_length (a long prompt leaves less room for the QA: check it is 0;
+                      a prompted arm whose QA tokens differ from the arm without a prompt in any document
+                      gets the ``arms_differ`` warning, also on the plot; --caveat max_arm_mismatch_fraction=F)
   mean_matrix_tokens  mean number of tokens in each sample's matrix (the QA tokens only)
   <metric>            the metric's data-set value on the QA tokens (e.g. matrix_entropy, loss); on the
                       "average" row the mean of the prompts' values (the paper's "Average" column)
@@ -45,6 +47,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..caveats import arms_differ
+from ..caveats import report as report_caveats
 from ..data import Document
 from ..errors import MatrixEvalError
 from . import _common as common
@@ -144,6 +148,13 @@ def prompt_experiment(
                 continue
             results[variant], per_sample[variant] = entry, records
             sizes = [r["layers"][layer]["n_tokens"] + r["layers"][layer]["n_dropped"] for r in records]
+            if name == NO_PROMPT:
+                base_sizes = dict(zip((r["doc_id"] for r in records), sizes))
+            else:  # every arm must measure the same QA tokens of each document as the arm without a prompt
+                mine = dict(zip((r["doc_id"] for r in records), sizes))
+                differ = sum(mine.get(doc) != n for doc, n in base_sizes.items())
+                report_caveats(entry, variant, [arms_differ(name, NO_PROMPT, differ, len(base_sizes),
+                                                            opts.thresholds)])
             task_rows.append({"task": task.name, "prompt": name, "n_samples": entry["n_samples"],
                               "n_truncated": entry["n_truncated"], "mean_matrix_tokens": sum(sizes) / len(sizes),
                               **common.metric_cells(entry, session.metrics)})
@@ -153,9 +164,12 @@ def prompt_experiment(
             average_delta[task.name] = {k.removesuffix("_delta"): v for k, v in summary.items() if k.endswith("_delta")}
             rows.extend(task_rows + [summary])
     model = common.short_name(session.lm.name)
+    from ..report.plots import caveat_notes
+
+    notes = caveat_notes(results, ["arms_differ"])
     plots = {
         ("" if i == 0 else m): common.delta_plotter(rows, per_sample, m, "prompt", base=NO_PROMPT, average="average",
-                                                    session=session, seed=opts.seed,
+                                                    session=session, seed=opts.seed, notes=notes,
                                                     title=f"{model}: {m} on the QA tokens, Δ per prompt")
         for i, m in enumerate(session.metrics)
     }

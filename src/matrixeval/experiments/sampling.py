@@ -14,6 +14,8 @@ resumable, data-parallel), and each subset's values are aggregated from its docu
 with the same function a run uses (matrixeval.results.task_results): exactly the numbers a run over only
 that subset would report. Default --tasks: pydoc_topics (built in, 555 documents).
 
+A progress bar counts the subsets as they are aggregated, and one line says when a size asks for far more
+subsets than it needs (more than can differ, or more than 1,000: the std is then known to ±2 %).
 --sizes takes SIZE or SIZE:N (N subsets of that size; --n_seeds otherwise), e.g. the papers' protocol:
   --tasks wikipedia --sizes 10000:3,15000:1,20000:1
 
@@ -34,9 +36,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from ..data import DEFAULT_TASK, open_corpus, parse_task_specs, sample_seed_for
 from ..errors import MatrixEvalError
@@ -119,6 +125,7 @@ def sampling_experiment(
         seed = sample_seed_for(corpus.recipe, opts.sample_seed)
         seeds[spec.name] = seed
         task_plan = _capped(plan, len(corpus), spec.name, capped)
+        _say_if_far_too_many(task_plan, len(corpus), spec.name)
         draws = [(size, i, draw_subset(len(corpus), size, seed, i)) for size, count in task_plan for i in range(count)]
         union = corpus.take(j for *_, chosen in draws for j in chosen)
         if not union.documents:
@@ -137,7 +144,9 @@ def sampling_experiment(
         results[task.name], per_sample[task.name] = entry, records
         by_id = {r["doc_id"]: r for r in records}
         subsets[task.name] = []
-        for size, i, chosen in draws:
+        bar = tqdm(draws, desc=f"{task.name}: subsets", unit="subset", leave=False,
+                   disable=len(draws) < 2 or os.environ.get("TQDM_DISABLE") == "1")
+        for size, i, chosen in bar:
             mine = [by_id[j] for j in chosen if j in by_id]
             sub = task_results(mine, layers=session.layers, metrics=session.metrics, hidden_size=session.lm.hidden_size,
                                seed=opts.seed, load_skipped={}, n_resumed=0) if mine else {"n_samples": 0}
@@ -174,17 +183,38 @@ def _capped(plan: list[tuple[int, int]], n_records: int, task: str, capped: dict
     return sorted(out.items())
 
 
+ENOUGH_SUBSETS = 1000  # the std over N subsets is known to about 1/sqrt(2(N-1)): ±2 % at 1,000
+
+
+def _say_if_far_too_many(plan: list[tuple[int, int]], n_records: int, task: str) -> None:
+    """One line when a size asks for far more subsets than can differ or than its std needs."""
+    notes = []
+    for size, count in plan:
+        distinct = math.comb(n_records, size)
+        if count > distinct:
+            notes.append(f"{count:,} subsets of {size} from {n_records:,} records, but only {distinct:,} distinct "
+                         "ones exist (draws repeat)")
+        elif count > ENOUGH_SUBSETS:
+            notes.append(f"{count:,} subsets of {size}: the std is known to ±{1 / math.sqrt(2 * (count - 1)):.1%} "
+                         f"already at {ENOUGH_SUBSETS:,} subsets ±{1 / math.sqrt(2 * (ENOUGH_SUBSETS - 1)):.1%}")
+    if notes:
+        logger.warning("task %s: far more than needed: %s; each subset is aggregated (a progress bar shows them)",
+                       task, "; ".join(notes))
+
+
 def _plotter(rows: list[dict[str, Any]], metric: str, model: str):
     def draw(path):
         from ..report.plots import plot_series
 
-        series, errors = {}, {}
+        series, errors, counts = {}, {}, {}
         for task in dict.fromkeys(r["task"] for r in rows):
             mine = [r for r in rows if r["task"] == task]
             series[task] = ([r["size"] for r in mine], [r[f"{metric}_mean"] for r in mine])
             errors[task] = [r[f"{metric}_std"] for r in mine]
+            counts[task] = [r["n_seeds"] for r in mine]
         plot_series(series, path, xlabel="documents per subset", ylabel=common.metric_label(metric),
                     title=f"{model}: {metric} of random subsets (mean ± std)", logx=True, errors=errors,
-                    xticks=sorted({r["size"] for r in rows}))
+                    xticks=sorted({r["size"] for r in rows}), counts=counts,
+                    error_label="error bars: ± 1 std over the subsets (ddof=1); n = subsets per point")
 
     return draw

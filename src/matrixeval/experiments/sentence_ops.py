@@ -26,8 +26,10 @@ Output columns (table .md/.csv next to sentence-ops_<timestamp>.json, and the "t
   <metric>_stderr        its standard error over samples
   <metric>_delta         value minus the value of base (present when base is among --ops)
   <metric>_delta_stderr  standard error of the mean per-document difference to base (paired: same documents)
-The JSON's "documents" section counts, per task, the documents and those with a single sentence (which no
-reordering changes). Plot: <stem>.png, per task a bar per operation of the first metric's Δ against base,
+The JSON's "documents" section counts, per task, the documents, those with a single sentence (which no
+reordering changes) and, per operation, those it leaves exactly as base has them (n_unchanged_<op>); above 10 %
+(``--caveat max_unchanged_fraction=F``) the operation's variant gets the ``unchanged_by_operation`` warning,
+also written on the plot. Plot: <stem>.png, per task a bar per operation of the first metric's Δ against base,
 with the 95% bootstrap interval of the paired per-document Δ (the figure says so and gives base's value);
 further metrics in <stem>_<metric>.png.
 """
@@ -38,6 +40,8 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..caveats import report as report_caveats
+from ..caveats import unchanged_by_operation
 from ..data import Document
 from ..data.transforms import SENTENCE_OPS, apply_sentence_op, check_sentence_ops, split_sentences
 from . import _common as common
@@ -86,21 +90,30 @@ def sentence_ops_experiment(
         single = sum(len(split_sentences(d.text, hard_breaks=hard_breaks)) < 2 for d in task.documents)
         documents[task.name] = {"n_docs": len(task.documents), "n_single_sentence": single}
         task_rows = []
+        rebuilt = {op: [apply_sentence_op(d.text, op, opts.seed, hard_breaks=hard_breaks) for d in task.documents]
+                   for op in dict.fromkeys(["base", *ops])}
         for op in ops:
-            docs = [Document(d.doc_id, apply_sentence_op(d.text, op, opts.seed, hard_breaks=hard_breaks), d.record)
-                    for d in task.documents]
+            docs = [Document(d.doc_id, text, d.record) for d, text in zip(task.documents, rebuilt[op])]
             name = f"{task.name}/{op}"
             entry, records = session.run(name, docs, load_skipped=task.skipped, source=task.source)
             if entry is None:
                 continue
             results[name], per_sample[name] = entry, records
+            if op != "base":  # a document the operation leaves as base has it measures nothing about the operation
+                same = sum(a == b for a, b in zip(rebuilt[op], rebuilt["base"]))
+                documents[task.name][f"n_unchanged_{op}"] = same
+                report_caveats(entry, name, [unchanged_by_operation(
+                    op, same, len(docs), opts.thresholds, why=f"{single} of {len(docs)} have a single sentence")])
             task_rows.append({"task": task.name, "op": op, "n_samples": entry["n_samples"],
                               **common.metric_cells(entry, session.metrics)})
         rows.extend(_with_deltas(task_rows, per_sample, session, opts.seed))
     model = common.short_name(session.lm.name)
+    from ..report.plots import caveat_notes
+
+    notes = caveat_notes(results, ["unchanged_by_operation"])
     plots = {
         ("" if i == 0 else m): common.delta_plotter(rows, per_sample, m, "op", base="base", session=session,
-                                                    seed=opts.seed,
+                                                    seed=opts.seed, notes=notes,
                                                     title=f"{model}: {m}, Δ of each sentence operation")
         for i, m in enumerate(session.metrics)
     }

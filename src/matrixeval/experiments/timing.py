@@ -5,8 +5,11 @@ Nuclear-Norm: on the same hidden states and, with --end_to_end, over whole pipel
 The model is loaded like `run`; the last requested layer's hidden states of the first --limit documents of each
 task (default 32; default task pydoc_topics) are captured one document at a time (batch size 1, no padding,
 truncated at --max_length, default 2048 and the model's own limit) and kept. Then, on those very tensors, each
-method runs once per document, timed with time.perf_counter (CUDA synchronised), best of --repeats passes
-(default 1):
+method runs once per document, timed with time.perf_counter (CUDA synchronised), --repeats passes (default 3;
+the fastest is reported, with the spread (slowest − fastest) / fastest; above 20 %, ``--caveat
+max_timing_spread=F``, the task gets the ``timing_spread`` warning, also written on the plot). Every contender
+runs with the same number of torch threads, --threads (default: torch's current setting), pinned for the whole
+experiment and recorded in the config:
   reference       the papers' formulation: centre, L2-normalise tokens, d×d covariance, full float32
                   torch.svd, entropy / log d, per document
   matrix_entropy  matrixeval.matrix_entropy (float64 eigensolver on the smaller Gram matrix)
@@ -37,6 +40,8 @@ Output columns (table .md/.csv next to timing_<timestamp>.json, and the "table" 
   reference_s               total seconds of the reference formulation over all documents
   matrix_entropy_s          total seconds of matrixeval's exact entropy
   nuclear_norm_s            total seconds of the nuclear-norm approximation
+  <method>_spread           (slowest − fastest) / fastest of that method's repeats (reference, matrix_entropy,
+                            nuclear_norm; end_to_end_* too)
   reference_over_entropy    reference_s / matrix_entropy_s (how much faster matrixeval's exact entropy is)
   reference_over_nuclear    reference_s / nuclear_norm_s (the papers' speed-up of MNN over matrix entropy)
   entropy_over_nuclear      matrix_entropy_s / nuclear_norm_s
@@ -52,7 +57,8 @@ With --end_to_end, also:
   end_to_end_nuclear_over_matrixeval  reference nuclear / matrixeval (above 1: matrixeval's exact values come
                                    faster than the reference's approximation)
   end_to_end_max_abs_diff          largest |reference pipeline's entropy − matrixeval's| over the documents
-Plot: <stem>.png, seconds of each method per task (the end-to-end pipelines too, with --end_to_end).
+Plot: <stem>.png, seconds of each method per task on a log axis (the end-to-end pipelines too, with
+--end_to_end): bars the fastest repeat, whiskers up to the slowest.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ from typing import Any
 
 import torch
 
+from ..caveats import report as report_caveats
+from ..caveats import timing_spread
 from ..data import Document
 from ..engine.batching import encode
 from ..errors import MatrixEvalError
@@ -78,12 +86,17 @@ from . import _common as common
 DESCRIPTION = ("seconds of reference matrix entropy vs matrixeval's entropy vs nuclear norm, per metric and "
                "end to end (nuclear-norm paper Tables 1, 6)")
 DEFAULT_DOCS = 32
+DEFAULT_REPEATS = 3
 END_TO_END_METRICS = "matrix_entropy,nuclear_norm_exact"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="time each method this many times, keep the best (default: 1)")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                        help=f"time each method this many times, report the fastest and the spread (default: "
+                             f"{DEFAULT_REPEATS})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every contender, pinned for the whole experiment (default: torch's "
+                             "current setting)")
     parser.add_argument("--end_to_end", action="store_true",
                         help="also time the reference pipelines and `matrixeval run` from model load to the last "
                              "metric (default: off)")
@@ -92,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = timing_experiment(args.model_args, args.tasks, repeats=args.repeats, end_to_end=args.end_to_end,
-                            **common.options_from_args(args))
+                            threads=args.threads, **common.options_from_args(args))
     return common.print_report(out)
 
 
@@ -120,8 +133,9 @@ def timing_experiment(
     model_args: str | Mapping[str, Any] | None = None,
     tasks: str | Sequence[str] | None = None,
     *,
-    repeats: int = 1,
+    repeats: int = DEFAULT_REPEATS,
     end_to_end: bool = False,
+    threads: int | None = None,
     **common_options: Any,
 ) -> dict[str, Any] | None:
     """Time the three computations on the same hidden states and, with `end_to_end`, the three pipelines over
@@ -134,43 +148,86 @@ def timing_experiment(
     opts = common.options(common_options)
     if not isinstance(repeats, int) or repeats < 1:
         raise MatrixEvalError(f"repeats must be a positive integer, got {repeats!r}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise MatrixEvalError(f"threads must be a positive integer, got {threads!r}")
+    if opts.min_tokens is not None or opts.fixed_tokens is not None:
+        raise MatrixEvalError("experiment timing times the documents as they are read (truncated at --max_length); "
+                              "--min_tokens and --fixed_tokens do not apply: pick the documents with --tasks/--limit")
     if opts.limit is None:
         opts = dataclasses.replace(opts, limit=DEFAULT_DOCS)
+    before = torch.get_num_threads()
+    threads = threads or before
+    torch.set_num_threads(threads)  # the same for every contender, the model load and pipelines included
+    try:
+        return _timing(model_args, tasks, repeats, end_to_end, threads, opts)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timing(model_args, tasks, repeats: int, end_to_end: bool, threads: int, opts) -> dict[str, Any] | None:
     session = common.open_session(model_args, "matrix_entropy,nuclear_norm", opts)
     if end_to_end and session.world.size > 1:
         raise MatrixEvalError("--end_to_end times whole pipelines in one process; run it without torchrun")
     rows: list[dict[str, Any]] = []
     values: dict[str, dict[str, list]] = {}
+    times: dict[str, dict[str, list[float]]] = {}
     if session.world.is_main:  # a timing, not a data-parallel measurement: rank 0 does it all
         for task in common.load_tasks(tasks, opts):
             hidden, docs = _hidden_states(session, task.documents, opts.exclude_bos)
             if not hidden:
                 raise MatrixEvalError(f"task {task.name!r} has no document with 2+ tokens to time; use longer texts")
-            row = {"task": task.name, **_time_methods(hidden, repeats, session.lm.device)}
+            repeats_s: dict[str, list[float]] = {}
+            row = {"task": task.name, **_time_methods(hidden, repeats, session.lm.device, repeats_s)}
             if end_to_end:
-                cells, values[task.name] = _time_pipelines(session, model_args, task.name, docs, repeats, opts)
+                cells, values[task.name] = _time_pipelines(session, model_args, task.name, docs, repeats, opts,
+                                                           repeats_s)
                 row.update(cells)
+            if torch.get_num_threads() != threads:
+                raise MatrixEvalError(f"torch threads changed from {threads} to {torch.get_num_threads()} while timing; "
+                                      "the contenders are not comparable: pass --threads")
             rows.append(row)
+            times[task.name] = repeats_s
     results = {r["task"]: {k: v for k, v in r.items() if k != "task"} for r in rows}
+    for task, repeats_s in times.items():
+        report_caveats(results[task], task,
+                       [timing_spread(method, seconds, opts.thresholds) for method, seconds in repeats_s.items()])
     model = common.short_name(session.lm.name)
-    return common.finish(session, "timing", results, rows, opts=opts, plots={"": _plotter(rows, model)},
-                         extra_config={"repeats": repeats, "tasks": tasks, "threads": torch.get_num_threads(),
+    from ..report.plots import caveat_notes
+
+    notes = caveat_notes(results, ["timing_spread"])
+    return common.finish(session, "timing", results, rows, opts=opts,
+                         plots={"": _plotter(rows, model, times, repeats, threads, notes)},
+                         extra_config={"repeats": repeats, "tasks": tasks, "threads": threads,
+                                       "interop_threads": torch.get_num_interop_threads(),
                                        "end_to_end": end_to_end},
+                         repeat_seconds=times,
                          **({"end_to_end_values": values} if end_to_end else {}))
 
 
-def _plotter(rows: list[dict[str, Any]], model: str):
+_PLOTTED = {"reference_s": "reference (d×d SVD)", "matrix_entropy_s": "matrix_entropy", "nuclear_norm_s": "nuclear_norm",
+            "end_to_end_reference_entropy_s": "end to end: reference entropy",
+            "end_to_end_reference_nuclear_s": "end to end: reference nuclear",
+            "end_to_end_matrixeval_s": "end to end: matrixeval (exact)"}
+
+
+def _plotter(rows: list[dict[str, Any]], model: str, times: Mapping[str, Mapping[str, list[float]]], repeats: int,
+             threads: int, notes: Sequence[str]):
     def draw(path):
         from ..report.plots import plot_bars
 
-        groups = {r["task"]: {"reference (d×d SVD)": r["reference_s"], "matrix_entropy": r["matrix_entropy_s"],
-                              "nuclear_norm": r["nuclear_norm_s"]} for r in rows}
+        groups: dict[str, dict[str, float]] = {}
+        errors: dict[str, dict[str, tuple[float, float]]] = {}
         for r in rows:
-            if "end_to_end_matrixeval_s" in r:
-                groups[r["task"]].update({"end to end: reference entropy": r["end_to_end_reference_entropy_s"],
-                                          "end to end: reference nuclear": r["end_to_end_reference_nuclear_s"],
-                                          "end to end: matrixeval (exact)": r["end_to_end_matrixeval_s"]})
-        plot_bars(groups, path, ylabel="seconds, all documents (lower is faster)", title=f"{model}: time per method")
+            for column, label in _PLOTTED.items():
+                if column in r:
+                    groups.setdefault(r["task"], {})[label] = r[column]
+                    seconds = times.get(r["task"], {}).get(column.removesuffix("_s"), [])
+                    if seconds:
+                        errors.setdefault(r["task"], {})[label] = (min(seconds), max(seconds))
+        plot_bars(groups, path, ylabel="seconds, all documents (log scale; lower is faster)",
+                  title=f"{model}: time per method", errors=errors, logy=True, legend_inside=True, notes=notes,
+                  error_label=f"Bars: fastest of {repeats} repeats; whiskers: from the fastest to the slowest repeat. "
+                              f"torch threads: {threads}, the same for every method.")
 
     return draw
 
@@ -193,8 +250,10 @@ def _hidden_states(session, documents, exclude_bos: bool) -> tuple[list[torch.Te
     return out, kept
 
 
-def _time_pipelines(session, model_args, name: str, docs: list[Document], repeats: int, opts) -> tuple[dict, dict]:
-    """Seconds of the two reference pipelines and of matrixeval over `docs`, alternating, best of `repeats`."""
+def _time_pipelines(session, model_args, name: str, docs: list[Document], repeats: int, opts,
+                    repeats_s: dict[str, list[float]]) -> tuple[dict, dict]:
+    """Seconds of the two reference pipelines and of matrixeval over `docs`, alternating, best of `repeats`
+    (every repeat's seconds go into `repeats_s`, under ``end_to_end_<arm>``)."""
     lm = session.lm
     texts = [d.text for d in docs]
     best = {"reference_entropy": math.inf, "reference_nuclear": math.inf, "matrixeval": math.inf}
@@ -211,7 +270,9 @@ def _time_pipelines(session, model_args, name: str, docs: list[Document], repeat
                                                   reference_entropy if arm == "reference_entropy"
                                                   else reference_nuclear_norm)
             _sync(lm.device)
-            best[arm] = min(best[arm], time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            repeats_s.setdefault(f"end_to_end_{arm}", []).append(elapsed)
+            best[arm] = min(best[arm], elapsed)
     ref, ours = values["reference_entropy"], values["matrixeval"]
     diffs = [abs(a - b) for a, b in zip(ref, ours) if math.isfinite(a) and math.isfinite(b)]
     cells = {
@@ -222,6 +283,7 @@ def _time_pipelines(session, model_args, name: str, docs: list[Document], repeat
         "end_to_end_entropy_over_matrixeval": _ratio(best["reference_entropy"], best["matrixeval"]),
         "end_to_end_nuclear_over_matrixeval": _ratio(best["reference_nuclear"], best["matrixeval"]),
         "end_to_end_max_abs_diff": max(diffs) if diffs else math.nan,
+        **{f"end_to_end_{arm}_spread": _spread(repeats_s[f"end_to_end_{arm}"]) for arm in best},
     }
     return cells, {"doc_id": [d.doc_id for d in docs], "reference_entropy": ref, "matrixeval_entropy": ours}
 
@@ -264,21 +326,22 @@ def _matrixeval_pipeline(model_args, name: str, docs: list[Document], opts, devi
     return [by_id[d.doc_id] for d in docs]
 
 
-def _time_methods(hidden: list[torch.Tensor], repeats: int, device: torch.device) -> dict[str, Any]:
+def _time_methods(hidden: list[torch.Tensor], repeats: int, device: torch.device,
+                  repeats_s: dict[str, list[float]]) -> dict[str, Any]:
     ref_values = [reference_entropy(h) for h in hidden]  # warm-up, and the values compared below
     ours_values = [float(matrix_entropy(h)) for h in hidden]
     mnn_values = [float(matrix_nuclear_norm(h)) for h in hidden]
-    seconds = {
-        "reference_s": _best(lambda: [reference_entropy(h) for h in hidden], repeats, device),
-        "matrix_entropy_s": _best(lambda: [matrix_entropy(h) for h in hidden], repeats, device),
-        "nuclear_norm_s": _best(lambda: [matrix_nuclear_norm(h) for h in hidden], repeats, device),
-    }
+    repeats_s["reference"] = _repeat(lambda: [reference_entropy(h) for h in hidden], repeats, device)
+    repeats_s["matrix_entropy"] = _repeat(lambda: [matrix_entropy(h) for h in hidden], repeats, device)
+    repeats_s["nuclear_norm"] = _repeat(lambda: [matrix_nuclear_norm(h) for h in hidden], repeats, device)
+    seconds = {f"{m}_s": min(repeats_s[m]) for m in ("reference", "matrix_entropy", "nuclear_norm")}
     diffs = [abs(a - b) for a, b in zip(ref_values, ours_values) if math.isfinite(a) and math.isfinite(b)]
     return {
         "n_docs": len(hidden),
         "mean_tokens": sum(h.shape[0] for h in hidden) / len(hidden),
         "hidden_size": int(hidden[0].shape[1]),
         **seconds,
+        **{f"{m}_spread": _spread(repeats_s[m]) for m in ("reference", "matrix_entropy", "nuclear_norm")},
         "reference_over_entropy": _ratio(seconds["reference_s"], seconds["matrix_entropy_s"]),
         "reference_over_nuclear": _ratio(seconds["reference_s"], seconds["nuclear_norm_s"]),
         "entropy_over_nuclear": _ratio(seconds["matrix_entropy_s"], seconds["nuclear_norm_s"]),
@@ -288,15 +351,21 @@ def _time_methods(hidden: list[torch.Tensor], repeats: int, device: torch.device
     }
 
 
-def _best(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
-    best = math.inf
+def _repeat(fn: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
+    """Seconds of each of `repeats` calls of `fn` (CUDA synchronised around each)."""
+    out = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _spread(seconds: Sequence[float]) -> float:
+    """(slowest − fastest) / fastest; NaN for one repeat."""
+    return (max(seconds) - min(seconds)) / min(seconds) if len(seconds) > 1 and min(seconds) > 0 else math.nan
 
 
 def _sync(device: torch.device) -> None:

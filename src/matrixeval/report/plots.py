@@ -19,7 +19,7 @@ from matrixeval.errors import MatrixEvalError
 from matrixeval.report.compare import compare_table, metric_direction
 from matrixeval.report.fit import PowerLawFit, predict
 
-__all__ = ["metric_axis_label", "plot_bars", "plot_layer_profiles", "plot_metric_panels", "plot_scaling", "plot_series", "step_scale"]
+__all__ = ["caveat_notes", "mark_caveats", "metric_axis_label", "plot_bars", "plot_layer_profiles", "plot_metric_panels", "plot_scaling", "plot_series", "step_scale"]
 
 # One point of a line in plot_metric_panels: x, value, and the 95% interval (None where there is none).
 Point = tuple[float, float, "float | None", "float | None"]
@@ -63,7 +63,9 @@ def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str
             label = f"{task} fit ill-posed: {_clip(fit.ill_posed)}"
             handles += ax.plot([], [], linestyle="--", color=color, label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters (config.n_params)" if x == "n_params" else f"config.{x}")
+    has_errors = any(_finite(r.get(f"{metric}_stderr")) for r in rows)
+    ax.set_xlabel(("parameters (config.n_params)" if x == "n_params" else f"config.{x}")
+                  + ("\nerror bars: ± 1 s.e. over samples" if has_errors else ""))
     ax.set_ylabel(metric + _direction(results, metric))
     default_title = f"{metric} vs {x}" + (f" (layer {layer})" if layer is not None else "")
     ax.set_title(title or default_title)
@@ -73,46 +75,74 @@ def plot_scaling(results: Sequence[dict], metric: str, x: str, fits: Mapping[str
 
 def plot_series(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *, xlabel: str,
                 ylabel: str, title: str, logx: bool = False, errors: Mapping[str, Sequence[float]] | None = None,
-                xticks: Sequence[float] | None = None) -> Path:
+                xticks: Sequence[float] | None = None, counts: Mapping[str, Sequence[int]] | None = None,
+                min_count: int | None = None, error_label: str | None = None,
+                notes: Sequence[str] = ()) -> Path:
     """Plot one line with markers per series, ``{label: (xs, ys)}``, e.g. a metric against context length
     per model (:func:`matrixeval.report.compare.series_by_model` builds this from results).
 
-    ``errors`` (``{label: yerr}``, same lengths) draws error bars; ``xticks`` puts plain-number ticks at those x
-    values only (e.g. the lengths 64, 128, ... on a log axis)."""
+    ``errors`` (``{label: yerr}``, same lengths) draws error bars, and ``error_label`` says on the figure what
+    they are (e.g. "± 1 s.e."); ``xticks`` puts plain-number ticks at those x values only (e.g. the lengths 64,
+    128, ... on a log axis). ``counts`` (``{label: [n, ...]}``) writes each point's n beside it; a point with
+    fewer than ``min_count`` is drawn hollow and the legend says why. ``notes`` (caveats) are written in the
+    figure."""
     if not series:
         raise MatrixEvalError("plot_series got no series; pass {label: (xs, ys)} with at least one entry")
     fig, ax = _figure()
-    for label, (xs, ys) in series.items():
+    sparse_drawn = False
+    for i, (label, (xs, ys)) in enumerate(series.items()):
         if len(xs) != len(ys):
             raise MatrixEvalError(f"series {label!r} has {len(xs)} x values and {len(ys)} y values; pass equal lengths")
         yerr = (errors or {}).get(label)
         if yerr is not None:
             yerr = [e if _finite(e) else 0.0 for e in yerr]
-        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=label)
+        color = f"C{i % 10}"
+        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=label, color=color)
+        ns = (counts or {}).get(label)
+        if ns is None:
+            continue
+        for xv, yv, n in zip(xs, ys, ns):
+            if not _finite(yv):
+                continue
+            ax.annotate(f"n={n}", (xv, yv), textcoords="offset points", xytext=(5, -11), fontsize=7, color=color)
+            if min_count is not None and n < min_count:
+                ax.plot([xv], [yv], marker="o", markersize=11, markerfacecolor="white", markeredgecolor="darkred",
+                        markeredgewidth=1.5, linestyle="none", zorder=3,
+                        label=None if sparse_drawn else f"fewer than {min_count} samples")
+                ax.plot([xv], [yv], marker="x", markersize=6, color="darkred", linestyle="none", zorder=4)
+                sparse_drawn = True
     if logx:
         ax.set_xscale("log")
+    if counts:
+        ax.margins(x=0.08)  # room for the n= labels of the last points
     if xticks is not None:
         from matplotlib.ticker import NullLocator
 
         ax.set_xticks(list(xticks), [f"{t:g}" for t in xticks])
         ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(xlabel + (f"\n{error_label}" if error_label else ""))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    mark_caveats(ax, notes)
     return _save(fig, path)
 
 
 def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, ylabel: str, title: str,
               errors: Mapping[str, Mapping[str, float | tuple[float, float]]] | None = None,
-              error_label: str | None = None, zero_line: bool = False) -> Path:
+              error_label: str | None = None, zero_line: bool = False, logy: bool = False,
+              legend_inside: bool = False, lines: Mapping[str, tuple[float, str]] | None = None,
+              notes: Sequence[str] = ()) -> Path:
     """Grouped bars: one group per key of ``groups`` (e.g. task or model), one bar per category inside it (e.g.
     sentence operation), a legend of categories and each bar's value on top.
 
     ``errors`` has the same shape and draws error bars: a number is a symmetric ± half-width, a ``(low, high)``
     pair an interval's bounds (e.g. a 95% interval; it need not be symmetric about the bar). ``error_label`` is
     written under the axes, to say what the bars and error bars are. ``zero_line`` draws y = 0 and signs the
-    bar labels, for bars that are differences (Δ against a base)."""
+    bar labels, for bars that are differences (Δ against a base). ``logy`` puts the values on a log axis (e.g.
+    seconds that span decades), ``legend_inside`` keeps the legend inside the axes. ``lines`` (``{group: (y,
+    label)}``) draws a dashed reference line across that group's bars, e.g. chance accuracy 1/n_choices.
+    ``notes`` (caveats) are written in the figure."""
     if not groups:
         raise MatrixEvalError("plot_bars got no groups; pass {group: {category: value}} with at least one entry")
     categories = list(dict.fromkeys(c for values in groups.values() for c in values))
@@ -139,6 +169,14 @@ def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, yl
                         va="bottom" if up else "top", fontsize=7)
     if zero_line:
         ax.axhline(0.0, color="black", linewidth=0.8)
+    for k, name in enumerate(names):
+        if name in (lines or {}):
+            y, text = lines[name]
+            ax.hlines(y, k - 0.45, k + 0.45, colors="black", linestyles="--", linewidth=1.2, zorder=3)
+            ax.annotate(text, (k + 0.45, y), xytext=(2, 2), textcoords="offset points", ha="right", va="bottom",
+                        fontsize=7)
+    if logy:
+        ax.set_yscale("log")
     ax.set_xticks(positions, [_short(n) for n in names], rotation=20 if len(names) > 4 else 0)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -146,8 +184,35 @@ def plot_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, *, yl
         import textwrap
 
         ax.set_xlabel(textwrap.fill(error_label, 95), fontsize=7)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(categories), fontsize=8)
+    if legend_inside:
+        ax.legend(loc="best", fontsize=7, framealpha=0.9)
+    else:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(categories), fontsize=8)
+    mark_caveats(ax, notes)
     return _save(fig, path)
+
+
+def caveat_notes(entries: Mapping[str, Mapping] | Sequence[Mapping], codes: Sequence[str] | None = None) -> list[str]:
+    """One line per caveat (``"⚠ [code] message"``) of results entries (their ``warnings``), each once, for
+    :func:`mark_caveats`; only the given `codes` when given."""
+    items = entries.values() if isinstance(entries, Mapping) else entries
+    out: dict[str, None] = {}
+    for entry in items:
+        for w in (entry or {}).get("warnings", []) if isinstance(entry, Mapping) else []:
+            if codes is None or w["code"] in codes:
+                out[f"⚠ [{w['code']}] {w['message']}"] = None
+    return list(out)
+
+
+def mark_caveats(ax, notes: Sequence[str]) -> None:
+    """Write the caveats concerning a figure above its axes (dark red, framed; the layout makes room)."""
+    if not notes:
+        return
+    import textwrap
+
+    text = "\n".join(textwrap.fill(n, 110, subsequent_indent="   ") for n in notes)
+    ax.figure.suptitle(text, fontsize=6.5, color="darkred", ha="left", x=0.01,
+                       bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "darkred"})
 
 
 def metric_axis_label(metric: str, higher_is_better: bool | None) -> str:
@@ -198,7 +263,7 @@ def plot_metric_panels(panels: Mapping[str, Mapping[str, Sequence[Point]]], path
             band = [(p[0], p[2], p[3]) for p in pts if _finite(p[2]) and _finite(p[3])]
             if len(band) >= 2:
                 ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
-                                color=colors[label], alpha=0.2, linewidth=0)
+                                color=colors[label], alpha=0.2, linewidth=0, label="_band")
         if xscale == "symlog":
             ax.set_xscale("symlog", linthresh=linthresh or 1.0)
         elif xscale != "linear":
@@ -214,6 +279,10 @@ def plot_metric_panels(panels: Mapping[str, Mapping[str, Sequence[Point]]], path
     for ax in axes[:n]:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
+    if any(c.get_label().startswith("_band") for ax in axes[:n] for c in ax.collections):
+        from matplotlib.patches import Patch
+
+        handles["shaded band: 95% interval"] = Patch(facecolor="grey", alpha=0.3)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(3, len(handles)),
                fontsize=8, title=None)
     return _save(fig, path)
