@@ -11,7 +11,7 @@ from .caveats import CaveatThresholds
 from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
-from .metric_info import LM_HEAD
+from .metric_info import LM_HEAD, family_options
 from .session import DEFAULT_MAX_LENGTH, EMBEDDED_DEFAULT_METRICS, Session
 
 __all__ = ["DEFAULT_MAX_LENGTH", "EMBEDDED_DEFAULT_METRICS", "evaluate"]
@@ -40,6 +40,10 @@ def evaluate(
     sample_size: int | None = None,
     sample_seed: int | None = None,
     caveats: CaveatThresholds | None = None,
+    convention: str = "wei2024",
+    lbl_normalization: str | None = None,
+    renyi_alpha: float | None = None,
+    alpha_req_window: str | Sequence[int] | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -52,17 +56,22 @@ def evaluate(
     (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
     `sample_size`/`sample_seed` set the random draw of the recipes that sample (default 10,000 records, seed
     1234 or the recipe's own), independent of `seed`. `caveats` sets the thresholds of the warnings each task
-    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`).
+    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`). `convention` (wei2024 |
+    layer_by_layer), `lbl_normalization`, `renyi_alpha` and `alpha_req_window` ("START:STOP") define the family
+    metrics (prompt_entropy, dataset_entropy, alpha_req); ``config["conventions"]`` records every value's.
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    family_options(convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
+                   alpha_req_window=alpha_req_window)  # a bad option fails before any data loads
     specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
                         sample_seed=sample_seed, on_error=on_error) for spec in specs]
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
-                      caveats=caveats)
+                      caveats=caveats, convention=convention, lbl_normalization=lbl_normalization,
+                      renyi_alpha=renyi_alpha, alpha_req_window=alpha_req_window)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:
