@@ -118,6 +118,7 @@ def test_layer_by_layer_values_equal_the_pure_functions_on_hf_hidden_states(lbl_
     assert first["higher_is_better"]["curvature"] is None
 
 
+@pytest.mark.slow
 def test_a_resumed_run_and_two_ranks_give_the_same_family_values(lbl_run):
     from tests import faults
 
@@ -180,3 +181,26 @@ def test_bad_family_options_are_one_line_errors_before_any_model_loads(tmp_path,
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("matrixeval: error: ") and message in lines[0], proc.stderr
+
+
+def test_experiment_checkpoints_reports_the_family_at_every_requested_layer(tiny_root, tiny_corpus, tmp_path):
+    import shutil
+
+    from matrixeval import evaluate
+    from matrixeval.experiments.checkpoints import checkpoints_experiment
+
+    for step, seed in ((10, 1), (20, 2)):
+        shutil.copytree(make_tiny_causal_lm(tiny_root, "gpt2", seed=seed), tmp_path / "member" / f"checkpoint-{step}")
+    metrics = "prompt_entropy,curvature,dataset_entropy,alpha_req"
+    out = checkpoints_experiment(tasks=str(tiny_corpus), checkpoints=str(tmp_path / "member" / "checkpoint-*"),
+                                 metrics=metrics, layers="0,-1", limit=6, output_path=tmp_path / "out")
+    rows = {(r["step"], r["layer"]): r for r in out["table"]}
+    last = max(r["layer"] for r in out["table"])
+    assert sorted(rows) == [(10, 0), (10, last), (20, 0), (20, last)] and last > 0
+    for step in (10, 20):
+        plain = evaluate(f"pretrained={tmp_path / 'member' / f'checkpoint-{step}'}", str(tiny_corpus),
+                         metrics=metrics, layers="0,-1", limit=6, output_path=None)["results"]["tiny"]["by_layer"]
+        for layer in (0, last):
+            for m in ("prompt_entropy", "curvature", "dataset_entropy"):
+                assert rows[(step, layer)][m] == pytest.approx(plain[str(layer)][m], rel=1e-12), (step, layer, m)
+    assert rows[(10, last)]["dataset_entropy"] != pytest.approx(rows[(20, last)]["dataset_entropy"], rel=1e-6)
