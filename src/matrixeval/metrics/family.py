@@ -260,25 +260,28 @@ def family_from_spectrum(
     return {name: undefined_to_nan(v, status.to(v.device), False) for name, v in values.items()}
 
 
-def _angles_mean(rows: torch.Tensor) -> float:
-    """information_flow's `calculate_layer_average_k_curvature` (k = 1) on one prompt's rows (n, d), float64."""
-    v = rows[1:] - rows[:-1]  # v[k-1] = x_k − x_{k−1}
-    if v.shape[0] < 2:
-        return 0.0  # the source's `counter == 0` case
-    a, b = v[1:], v[:-1]
-    na, nb = torch.linalg.vector_norm(a, dim=-1), torch.linalg.vector_norm(b, dim=-1)
-    cos = ((a * b).sum(dim=-1).abs() / (na * nb)).clamp(-1, 1)
-    angle = torch.where((na == 0) | (nb == 0), torch.zeros_like(cos), torch.arccos(cos))
-    return float(angle.mean())
-
-
 def curvature_from_tokens(t: NormalizedTokens) -> torch.Tensor:
-    """Per-sample curvature (B,) float64 of already normalised tokens; NaN where the status is not ok."""
-    out = torch.zeros(t.z.shape[0], dtype=torch.float64)
-    for i in range(t.z.shape[0]):
-        rows = t.z[i][t.used[i]].to(torch.float64)
-        out[i] = _angles_mean(rows) if rows.shape[0] else math.nan
-    return undefined_to_nan(out.to(t.z.device), t.status, False)
+    """Per-sample curvature (B,) float64 of already normalised tokens; NaN where the status is not ok.
+
+    information_flow's `calculate_layer_average_k_curvature` (k = 1), batched: each sample's used tokens are
+    moved to the front in order, and only the pairs of difference vectors inside its own tokens are averaged.
+    """
+    b, n, _ = t.z.shape
+    z = t.z.to(torch.float64)
+    if not bool(t.used.all()):  # a stable sort puts each sample's used tokens first, in their order
+        order = torch.sort((~t.used).to(torch.int8), dim=1, stable=True).indices
+        z = torch.gather(z, 1, order.unsqueeze(-1).expand_as(z))
+    n_used = t.used.sum(dim=1)
+    v = z[:, 1:] - z[:, :-1]  # v[:, k-1] = x_k − x_{k−1}
+    a, c = v[:, 1:], v[:, :-1]  # pairs (v_{k+1}, v_k), k = 1 … N−2
+    na, nc = torch.linalg.vector_norm(a, dim=-1), torch.linalg.vector_norm(c, dim=-1)
+    cos = ((a * c).sum(dim=-1).abs() / (na * nc)).clamp(-1, 1)
+    angle = torch.where((na == 0) | (nc == 0), torch.zeros_like(cos), torch.arccos(cos))
+    pairs = (n_used - 2).clamp(min=0)  # a sample of N tokens has N − 2 pairs
+    inside = torch.arange(max(n - 2, 0), device=z.device) < pairs.unsqueeze(-1)
+    total = torch.where(inside, angle, torch.zeros_like(angle)).sum(dim=-1)
+    out = torch.where(pairs > 0, total / pairs.clamp(min=1), torch.zeros_like(total))  # the source's counter == 0
+    return undefined_to_nan(out, t.status, False)
 
 
 def curvature(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
