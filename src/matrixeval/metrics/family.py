@@ -273,9 +273,9 @@ def curvature_from_tokens(t: NormalizedTokens) -> torch.Tensor:
         z = torch.gather(z, 1, order.unsqueeze(-1).expand_as(z))
     n_used = t.used.sum(dim=1)
     v = z[:, 1:] - z[:, :-1]  # v[:, k-1] = x_k − x_{k−1}
-    a, c = v[:, 1:], v[:, :-1]  # pairs (v_{k+1}, v_k), k = 1 … N−2
-    na, nc = torch.linalg.vector_norm(a, dim=-1), torch.linalg.vector_norm(c, dim=-1)
-    cos = ((a * c).sum(dim=-1).abs() / (na * nc)).clamp(-1, 1)
+    norms = torch.linalg.vector_norm(v, dim=-1)
+    na, nc = norms[:, 1:], norms[:, :-1]  # pairs (v_{k+1}, v_k), k = 1 … N−2
+    cos = (torch.linalg.vecdot(v[:, 1:], v[:, :-1]).abs() / (na * nc)).clamp(-1, 1)
     angle = torch.where((na == 0) | (nc == 0), torch.zeros_like(cos), torch.arccos(cos))
     pairs = (n_used - 2).clamp(min=0)  # a sample of N tokens has N − 2 pairs
     inside = torch.arange(max(n - 2, 0), device=z.device) < pairs.unsqueeze(-1)
@@ -300,13 +300,11 @@ def curvature(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
 def pooled_from_tokens(t: NormalizedTokens) -> dict[str, torch.Tensor]:
     """Each sample's document vectors (B, d) float64 from its normalised tokens: ``mean`` (the mean of its
     centred, unit tokens, as `compute_on_concatenated_passes`) and ``last`` (its last such token)."""
-    z = t.z.to(torch.float64)
-    w = t.used.to(torch.float64).unsqueeze(-1)
-    mean = (z * w).sum(dim=1) / t.used.sum(dim=1).clamp(min=1).to(torch.float64).unsqueeze(-1)
-    n = t.used.shape[1]
-    idx = torch.arange(n, device=t.used.device)
+    # z is zero outside the used tokens, so a plain sum (accumulated in float64, without a float64 copy) is theirs
+    mean = t.z.sum(dim=1, dtype=torch.float64) / t.used.sum(dim=1).clamp(min=1).to(torch.float64).unsqueeze(-1)
+    idx = torch.arange(t.used.shape[1], device=t.used.device)
     last_pos = torch.where(t.used, idx, torch.full_like(idx, -1)).max(dim=1).values.clamp(min=0)
-    last = z[torch.arange(z.shape[0], device=z.device), last_pos]
+    last = t.z[torch.arange(t.z.shape[0], device=t.z.device), last_pos].to(torch.float64)
     return {"mean": mean, "last": last}
 
 
