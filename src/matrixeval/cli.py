@@ -159,7 +159,8 @@ def cmd_ls(a: argparse.Namespace) -> int:
     width = max(len(name) for name in METRICS)
     for m in METRICS.values():
         arrow = {True: "higher is better", False: "lower is better"}.get(m.higher_is_better, "no better/worse")
-        print(f"  {m.name:<{width}} reads {m.reads:<55} {arrow}: {m.description}")
+        scope = "" if m.scope == "per sample" else f" ({m.scope}: {m.aggregate})"
+        print(f"  {m.name:<{width}} reads {m.reads:<55} {arrow}: {m.description}{scope}")
     return 0
 
 
