@@ -72,6 +72,8 @@ def layer_results(
                 value = dataset_entropy(torch.tensor(vectors, dtype=torch.float64), alpha=o.alpha,
                                         normalization=o.normalization, clamp=o.clamp)
             out[name], out[f"{name}_n_documents"] = value, len(vectors)
+            # one value of the whole data set: no per-sample spread, so no standard error or interval (null)
+            out[f"{name}_stderr"], out[f"{name}_ci95"] = math.nan, [math.nan, math.nan]
     if "diff_erank" in metrics:
         untrained = [v["entropy_untrained"] if v.get("entropy_untrained") is not None else math.nan for v in vals]
         _put(out, "diff_erank", diff_erank(untrained, column("entropy"), seed=seed))

@@ -151,6 +151,11 @@ def test_compare_will_not_rank_by_a_metric_with_no_direction(lbl_run, tmp_path):
     ok = subprocess.run([*base, "--rank", "curvature", "--higher_is_better", "curvature=false"], env=faults.env(),
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
+    profiles = subprocess.run([*base, "--by_layer", "--metrics", "dataset_entropy,prompt_entropy"], env=faults.env(),
+                              capture_output=True, text=True, timeout=120)
+    assert profiles.returncode == 0, profiles.stderr[-2000:]
+    csv = next(tmp_path.glob("c*by_layer.csv")).read_text()
+    assert "dataset_entropy" in csv.splitlines()[0] and "prompt_entropy" in csv.splitlines()[0]
 
 
 def test_wei2024_prompt_entropy_is_matrix_entropy_and_options_key_the_store(tiny_root, tiny_corpus, tmp_path):
