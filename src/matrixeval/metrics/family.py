@@ -4,6 +4,8 @@ Every function here reads the trace-1 spectrum λ (..., k) that `covariance_spec
 zero-padded), so the whole family of one sample costs the one eigendecomposition matrix entropy already pays
 for. The one exception is Layer-by-Layer's clamp: clamping the Gram matrix elementwise changes its spectrum,
 so `prompt_entropy(..., clamp=True)` solves the clamped matrix (that is the definition, not an inefficiency).
+Curvature and the pooled document vectors read the normalised tokens instead (no eigendecomposition), and
+`dataset_entropy` solves the one matrix of a whole data set's document vectors.
 
 Conventions and the code they follow (commits in tests/metrics/test_family.py):
 
