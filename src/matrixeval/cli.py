@@ -101,13 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate a model on tasks (default: packaged MiniLM on a built-in offline task)")
     add_model_and_task_args(run)
     run.add_argument("--metrics", default=None, help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,"
-                     "nuclear_norm_exact,loss,perplexity,diff_erank, and with --rolling word_perplexity,byte_perplexity,"
-                     "bits_per_byte (default: matrix_entropy + loss,perplexity "
-                     "when the model has an LM head, and in rolling mode the three with perplexity; with no "
-                     "--model_args also diff_erank). diff_erank runs the "
+                     "nuclear_norm_exact,rankme,rankme_reptrix,effective_rank_sigma,alpha_req,prompt_entropy,curvature,"
+                     "dataset_entropy,dataset_entropy_last,loss,perplexity,diff_erank, and with --rolling "
+                     "word_perplexity,byte_perplexity,bits_per_byte (`matrixeval ls`; default: matrix_entropy + "
+                     "loss,perplexity when the model has an LM head, and in rolling mode the three with perplexity; "
+                     "with no --model_args also diff_erank). diff_erank runs the "
                      "seeded random init in eval mode (no dropout), a deliberate departure from the authors' "
                      "diff_erank_dataset.py, which never calls .eval(): there dropout is active and its values "
                      "change from run to run")
+    run.add_argument("--convention", default="wei2024", choices=("wei2024", "layer_by_layer", "garrido", "reptrix"),
+                     help="definition of prompt_entropy and dataset_entropy(_last): wei2024 (default; no clamp, "
+                          "÷ log D: prompt_entropy = matrix_entropy) or layer_by_layer (Skean et al.: Gram matrix "
+                          "clamped to >= 0, ÷ min(log N, log D)). RankMe's garrido and reptrix are the metrics "
+                          "rankme and rankme_reptrix. config.conventions records every value's")
+    run.add_argument("--lbl_normalization", default=None,
+                     choices=("maxEntropy", "logN", "logD", "logNlogD", "raw", "length"),
+                     help="normalisation of prompt/dataset entropy (default: the convention's)")
+    run.add_argument("--renyi_alpha", type=float, default=None, help="Rényi α of prompt/dataset entropy (default 1)")
+    run.add_argument("--alpha_req_window", default=None, metavar="START:STOP",
+                     help="α-ReQ's eigenvalue index window, 0-based [START, STOP) (default 10:100, as reptrix)")
     run.add_argument("--log_samples", action="store_true", help="also write samples_<task>_<timestamp>.jsonl")
     sub.add_parser("ls", help="list tasks and metrics, one line each with what they read")
     _add_compare(sub)
@@ -154,6 +166,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         output_path=a.output_path, log_samples=a.log_samples, exclude_bos=a.exclude_bos, on_error=a.on_error,
         store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, rolling=a.rolling,
         dist_timeout=a.dist_timeout, caveats=a.caveat, min_tokens=a.min_tokens, fixed_tokens=a.fixed_tokens,
+        convention=a.convention, lbl_normalization=a.lbl_normalization, renyi_alpha=a.renyi_alpha,
+        alpha_req_window=a.alpha_req_window,
     )
     if out is not None:
         print(results_markdown(out))
@@ -176,8 +190,9 @@ def cmd_ls(a: argparse.Namespace) -> int:
     print("metrics:")
     width = max(len(name) for name in METRICS)
     for m in METRICS.values():
-        arrow = "higher is better" if m.higher_is_better else "lower is better"
-        print(f"  {m.name:<{width}} reads {m.reads:<55} {arrow}: {m.description}")
+        arrow = {True: "higher is better", False: "lower is better"}.get(m.higher_is_better, "no better/worse")
+        scope = "" if m.scope == "per sample" else f" ({m.scope}: {m.aggregate})"
+        print(f"  {m.name:<{width}} reads {m.reads:<55} {arrow}: {m.description}{scope}")
     return 0
 
 

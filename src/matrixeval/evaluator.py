@@ -11,7 +11,7 @@ from .caveats import CaveatThresholds, parse_thresholds
 from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
-from .metric_info import LM_HEAD, ROLLING, needs_rolling
+from .metric_info import LM_HEAD, ROLLING, family_options, needs_rolling
 from .session import DEFAULT_MAX_LENGTH, EMBEDDED_DEFAULT_METRICS, Session
 
 __all__ = ["DEFAULT_MAX_LENGTH", "EMBEDDED_DEFAULT_METRICS", "evaluate"]
@@ -44,6 +44,10 @@ def evaluate(
     dist_timeout: float = 600.0,
     min_tokens: int | None = None,
     fixed_tokens: int | None = None,
+    convention: str = "wei2024",
+    lbl_normalization: str | None = None,
+    renyi_alpha: float | None = None,
+    alpha_req_window: str | Sequence[int] | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -59,15 +63,20 @@ def evaluate(
     carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`; also ``["KEY=VALUE"]`` or a
     mapping). `rolling` scores loss and perplexity over every token with lm-eval's rolling windows (a task whose
     recipe sets rolling does so anyway) and adds word_perplexity, byte_perplexity and bits_per_byte. Under
-    torchrun a rank silent for `dist_timeout` seconds (stalled or dead) stops the others with one line (see `matrixeval.engine.dist`).
+    torchrun a rank silent for `dist_timeout` seconds (stalled or dead) stops the others with one line (see
+    `matrixeval.engine.dist`).
     `min_tokens` drops documents of fewer tokens, `fixed_tokens` L cuts every document to exactly L
     tokens and drops shorter ones (max_length becomes L); tokens are counted after tokenisation, special tokens
     included, and what is dropped is counted in ``skipped_by_status["too_short"]``. A task's own min_tokens /
-    max_tokens (its recipe or task file) apply when neither is given.
+    max_tokens (its recipe or task file) apply when neither is given. `convention` (wei2024 |
+    layer_by_layer), `lbl_normalization`, `renyi_alpha` and `alpha_req_window` ("START:STOP") define the family
+    metrics (prompt_entropy, dataset_entropy, alpha_req); ``config["conventions"]`` records every value's.
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     caveats = parse_thresholds(caveats)
+    family_options(convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
+                   alpha_req_window=alpha_req_window)  # a bad option fails before any data loads
     specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
@@ -79,7 +88,9 @@ def evaluate(
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
                       caveats=caveats, rolling=rolling, dist_timeout=dist_timeout, min_tokens=min_tokens,
-                      fixed_tokens=fixed_tokens)
+                      fixed_tokens=fixed_tokens,
+                      convention=convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
+                      alpha_req_window=alpha_req_window)
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:

@@ -1,18 +1,26 @@
-"""The metrics a run can ask for: what each reads and which direction is better (shown by `matrixeval ls`)."""
+"""The metrics a run can ask for: what each reads, per sample or per data set, which direction is better (None:
+neither, so `compare --rank` refuses it without --higher_is_better), and the convention each value follows."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .errors import MatrixEvalError
+
+if TYPE_CHECKING:  # the family module imports torch; this registry stays light for `ls` and `compare`
+    from .metrics.family import FamilyOptions
 
 
 @dataclass(frozen=True)
 class MetricInfo:
     name: str
     reads: str
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: neither (no better or worse)
     description: str
+    scope: str = "per sample"  # or "per data set": one value per task and layer from mergeable per-document state
+    aggregate: str = "mean over samples"
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -27,6 +35,19 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("rankme", "hidden states", True, "RankMe: exp H(σ/‖σ‖₁ + 1e-7), σ of the normalised tokens (Garrido et al. 2023)"),
         MetricInfo("rankme_reptrix", "hidden states", True, "RankMe as reptrix: the same on σ² (explained variance)"),
         MetricInfo("effective_rank_sigma", "hidden states", False, "exp H(σ/‖σ‖₁): effective rank on singular values"),
+        MetricInfo("alpha_req", "hidden states", None,
+                   "α-ReQ: power-law decay of the eigenspectrum over --alpha_req_window (Agrawal et al. 2022, reptrix)"),
+        MetricInfo("prompt_entropy", "hidden states", None,
+                   "Rényi-α matrix entropy of one prompt under --convention (layer_by_layer: Gram clamped to >= 0, "
+                   "its own eigendecomposition; wei2024: = matrix_entropy)"),
+        MetricInfo("curvature", "token states", None,
+                   "mean angle (rad) between successive token-difference vectors (Layer by Layer)"),
+        MetricInfo("dataset_entropy", "a mean-pooled vector per document", None,
+                   "Rényi-α entropy of the documents' mean-pooled vectors under --convention (Layer by Layer)",
+                   scope="per data set", aggregate="one value from every document's stored vector"),
+        MetricInfo("dataset_entropy_last", "a last-token vector per document", None,
+                   "dataset_entropy on each document's last (centred, unit) token instead of its mean",
+                   scope="per data set", aggregate="one value from every document's stored vector"),
         MetricInfo("loss", "logits (causal LM head)", False, "mean next-token NLL per sample, averaged over samples"),
         MetricInfo("perplexity", "logits (causal LM head)", False, "exp of each sample's loss, averaged over samples"),
         # lm-eval's loglikelihood_rolling perplexities (metrics.perplexity): whole documents, rolling mode only.
@@ -53,8 +74,14 @@ DERIVED: dict[str, tuple[str, bool]] = {
 }
 
 
+def has_no_direction(column: str) -> bool:
+    """A metric matrixeval writes that is neither better high nor low (α-ReQ, prompt entropy, curvature, ...)."""
+    return column in METRICS and METRICS[column].higher_is_better is None
+
+
 def direction(column: str) -> bool | None:
-    """Whether higher is better for a metric or derived column matrixeval writes; None for anything else."""
+    """Whether higher is better for a metric or derived column matrixeval writes; None for anything else
+    (and for a metric with no direction: see `has_no_direction`)."""
     if column in METRICS:
         return METRICS[column].higher_is_better
     if column in DERIVED:
@@ -62,7 +89,7 @@ def direction(column: str) -> bool | None:
     return None
 
 
-def directions(metrics: list[str] | tuple[str, ...]) -> dict[str, bool]:
+def directions(metrics: list[str] | tuple[str, ...]) -> dict[str, bool | None]:
     """``higher_is_better`` of the requested metrics and of every column they write."""
     out = {m: METRICS[m].higher_is_better for m in metrics}
     out.update({col: hib for col, (base, hib) in DERIVED.items() if base in metrics})
@@ -107,3 +134,92 @@ def parse_metrics(spec: str | list[str] | None, has_lm_head: bool) -> list[str]:
     if not has_lm_head and any(n in (*LM_HEAD, *ROLLING) for n in names):
         raise NoLMHead("loss/perplexity need a causal LM head and this model has none; drop them from --metrics")
     return list(dict.fromkeys(names))
+
+
+# --- conventions ----------------------------------------------------------------------------------------
+
+CONVENTIONS = ("wei2024", "layer_by_layer")
+# What each preset sets for prompt_entropy and dataset_entropy(_last); the other metrics have one definition each.
+_PRESETS = {"wei2024": {"clamp": False, "normalization": "logD"},
+            "layer_by_layer": {"clamp": True, "normalization": "maxEntropy"}}
+# Extra per-record fields (engine.measure.EXTRA_FIELDS) each metric reads.
+READS_FIELD = {"alpha_req": "alpha_req", "prompt_entropy": "prompt_entropy", "curvature": "curvature",
+               "dataset_entropy": "pooled_mean", "dataset_entropy_last": "pooled_last"}
+
+
+def parse_window(spec: str | Sequence[int] | None) -> tuple[int, int]:
+    """``"10:100"`` (or a pair) → (10, 100): α-ReQ's 0-based eigenvalue index window [START, STOP)."""
+    if spec is None:
+        return (10, 100)
+    if isinstance(spec, str):
+        parts = spec.split(":")
+        try:
+            start, stop = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+        except ValueError:
+            start = stop = None
+        if start is None:
+            raise MatrixEvalError(f"alpha_req window must be START:STOP (e.g. 10:100), got {spec!r}")
+        return (start, stop)
+    start, stop = spec
+    return (int(start), int(stop))
+
+
+def family_options(
+    convention: str = "wei2024",
+    *,
+    lbl_normalization: str | None = None,
+    renyi_alpha: float | None = None,
+    alpha_req_window: str | Sequence[int] | None = None,
+) -> FamilyOptions:
+    """The settings of the family metrics: a convention preset, then any explicit option over it.
+
+    RankMe's two conventions are two metric names (rankme: Garrido; rankme_reptrix: reptrix), so both can be
+    reported side by side; asking for them as a --convention says so.
+    """
+    from .metrics.family import LBL_NORMALIZATIONS, FamilyOptions
+
+    if convention in ("garrido", "reptrix"):
+        raise MatrixEvalError(f"RankMe's conventions are two metrics: --metrics rankme (garrido) and rankme_reptrix "
+                              f"(reptrix); --convention is one of {', '.join(CONVENTIONS)}")
+    if convention not in _PRESETS:
+        raise MatrixEvalError(f"unknown convention {convention!r}; valid conventions: {', '.join(CONVENTIONS)}")
+    preset = _PRESETS[convention]
+    if lbl_normalization is not None and lbl_normalization not in LBL_NORMALIZATIONS:
+        raise MatrixEvalError(f"lbl_normalization must be one of {', '.join(LBL_NORMALIZATIONS)}, "
+                              f"got {lbl_normalization!r}")
+    return FamilyOptions(alpha=1.0 if renyi_alpha is None else float(renyi_alpha),
+                         normalization=lbl_normalization or preset["normalization"], clamp=preset["clamp"],
+                         alpha_req_window=parse_window(alpha_req_window))
+
+
+def extra_fields(metrics: Sequence[str]) -> tuple[str, ...]:
+    """The extra per-record fields the requested metrics read, in a fixed order (part of the store key)."""
+    wanted = {READS_FIELD[m] for m in metrics if m in READS_FIELD}
+    return tuple(f for f in ("alpha_req", "prompt_entropy", "curvature", "pooled_mean", "pooled_last") if f in wanted)
+
+
+def conventions(metrics: Sequence[str], options: FamilyOptions, convention: str = "wei2024") -> dict[str, dict[str, Any]]:
+    """The results config's ``conventions``: for every requested metric, the definition its values follow."""
+    from .metrics.family import RANKME_EPS
+
+    lbl = {"convention": convention, "alpha": options.alpha, "normalization": options.normalization,
+           "clamp": options.clamp}
+    table: dict[str, dict[str, Any]] = {
+        "matrix_entropy": {"convention": "wei2024", "alpha": 1.0, "normalization": "logD", "clamp": False},
+        "effective_rank": {"convention": "roy_vetterli", "on": "eigenvalues of the token covariance"},
+        "nuclear_norm": {"convention": "mnn_reference_code", "on": "column norms of the normalised tokens"},
+        "nuclear_norm_exact": {"convention": "exact", "on": "singular values of the normalised tokens"},
+        "rankme": {"convention": "garrido", "on": "singular values", "eps": RANKME_EPS},
+        "rankme_reptrix": {"convention": "reptrix", "on": "squared singular values", "eps": RANKME_EPS},
+        "effective_rank_sigma": {"convention": "sigma", "on": "singular values"},
+        "alpha_req": {"convention": "reptrix", "window": list(options.alpha_req_window)},
+        "prompt_entropy": lbl,
+        "curvature": {"convention": "layer_by_layer", "k": 1, "on": "centred, L2-normalised tokens",
+                      "cosine": "absolute"},
+        "dataset_entropy": {**lbl, "pooling": "mean"},
+        "dataset_entropy_last": {**lbl, "pooling": "last"},
+        "loss": {"convention": "mean per-sample next-token NLL"},
+        "perplexity": {"convention": "mean of per-sample exp(loss)"},
+        "diff_erank": {"convention": "wei2024_diff_erank", "reference": "seeded random init, eval mode"},
+    }
+    return {m: table[m] for m in metrics if m in table}

@@ -10,9 +10,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from .metric_info import LM_HEAD, ROLLING, directions, rolling_columns
 from .metrics import (aggregate, bits_per_byte, byte_perplexity, diff_erank, diff_erank_per_sample, summarize,
                       word_perplexity)
+from .metrics.family import FamilyOptions, dataset_entropy
 
 
 def json_safe(x: Any) -> Any:
@@ -35,13 +38,17 @@ def _put(out: dict[str, Any], name: str, s) -> None:
 # Spectral metrics whose data-set value is the plain mean of a per-sample column of the same name (matrix
 # entropy has its own three aggregates, Diff-eRank pairs two models).
 PER_SAMPLE_SPECTRAL = ("effective_rank", "nuclear_norm", "nuclear_norm_exact", "rankme", "rankme_reptrix",
-                       "effective_rank_sigma")
+                       "effective_rank_sigma", "alpha_req", "prompt_entropy", "curvature")
+# Per-data-set metrics: one value from the stored vector of every ok document (any order, any world size).
+PER_DATASET = {"dataset_entropy": "pooled_mean", "dataset_entropy_last": "pooled_last"}
 
 
 def layer_results(
-    records: Sequence[Mapping[str, Any]], layer: str, metrics: Sequence[str], hidden_size: int, seed: int
+    records: Sequence[Mapping[str, Any]], layer: str, metrics: Sequence[str], hidden_size: int, seed: int,
+    options: FamilyOptions | None = None,
 ) -> dict[str, Any]:
-    """Data-set values of one layer's spectral metrics (and Diff-eRank) over the samples that are ok."""
+    """Data-set values of one layer's spectral metrics (and Diff-eRank) over the samples that are ok;
+    `options` are the family's settings (dataset entropy is computed here, from the stored vectors)."""
     vals = [r["layers"][layer] for r in records]
     ok = [v["status"] == "ok" for v in vals]
 
@@ -57,6 +64,17 @@ def layer_results(
     for name in PER_SAMPLE_SPECTRAL:
         if name in metrics:
             _put(out, name, summarize(column(name), seed=seed))
+    for name, field in PER_DATASET.items():
+        if name in metrics:
+            o = options or FamilyOptions()
+            vectors = [v[field] for v, good in zip(vals, ok) if good]
+            value = math.nan
+            if len(vectors) >= 2:
+                value = dataset_entropy(torch.tensor(vectors, dtype=torch.float64), alpha=o.alpha,
+                                        normalization=o.normalization, clamp=o.clamp)
+            out[name], out[f"{name}_n_documents"] = value, len(vectors)
+            # one value of the whole data set: no per-sample spread, so no standard error or interval (null)
+            out[f"{name}_stderr"], out[f"{name}_ci95"] = math.nan, [math.nan, math.nan]
     if "diff_erank" in metrics:
         untrained = [v["entropy_untrained"] if v.get("entropy_untrained") is not None else math.nan for v in vals]
         _put(out, "diff_erank", diff_erank(untrained, column("entropy"), seed=seed))
@@ -75,9 +93,10 @@ def task_results(
     seed: int,
     load_skipped: Mapping[str, int],
     n_resumed: int,
+    options: FamilyOptions | None = None,
 ) -> dict[str, Any]:
     """The task's results entry: the deepest requested layer's values at the top, every layer in by_layer."""
-    by_layer = {str(layer): layer_results(records, str(layer), metrics, hidden_size, seed) for layer in layers}
+    by_layer = {str(layer): layer_results(records, str(layer), metrics, hidden_size, seed, options) for layer in layers}
     primary = by_layer[str(max(layers))]
     out: dict[str, Any] = {k: v for k, v in primary.items() if k not in ("n_samples", "skipped_by_status")}
     if any(m in metrics for m in (*LM_HEAD, *ROLLING)):

@@ -35,7 +35,7 @@ from .engine.runner import BatchSizer, run_task
 from .engine.keys import model_identity
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
-from .metric_info import ROLLING, needs_rolling, parse_metrics, rolling_directions
+from .metric_info import ROLLING, conventions, extra_fields, family_options, needs_rolling, parse_metrics, rolling_directions
 from .models import load_model, model_name, parse_model_args, random_init_like, resolve_layers
 from .models.loading import inspect_model
 from .results import higher_is_better as metric_directions
@@ -146,6 +146,10 @@ class Session:
         dist_timeout: float = DEFAULT_TIMEOUT,
         min_tokens: int | None = None,
         fixed_tokens: int | None = None,
+        convention: str = "wei2024",
+        lbl_normalization: str | None = None,
+        renyi_alpha: float | None = None,
+        alpha_req_window: str | Sequence[int] | None = None,
     ):
         """Check everything that needs no weights, then load the model.
 
@@ -156,8 +160,10 @@ class Session:
         `caveats` sets when each task's warnings fire (default :class:`CaveatThresholds`). Under torchrun,
         `dist_timeout` is how many seconds a rank may go silent before the others stop (`engine.dist`).
         `min_tokens` drops documents of fewer tokens; `fixed_tokens` L cuts every document to exactly L tokens
-        and drops shorter ones (it sets max_length to L); both count the tokens the model reads, special tokens included, after
-        tokenisation, and count what they drop as ``too_short`` (see :meth:`run`).
+        and drops shorter ones (it sets max_length to L); both count the tokens the model reads, special tokens
+        included, after tokenisation, and count what they drop as ``too_short`` (see :meth:`run`).
+        `convention` (wei2024 | layer_by_layer), `lbl_normalization`, `renyi_alpha` and `alpha_req_window`
+        set the family metrics' definitions (`metric_info.family_options`); the config records each value's.
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
         folders are checked from the config alone, so a mistake is reported in a second, not after a large
@@ -181,6 +187,9 @@ class Session:
         self.metrics = parse_metrics(metrics, facts.has_lm_head)
         self.rolling = bool(rolling)
         self.rolled: set[str] = set()  # the tasks measured in rolling mode
+        self.convention = convention
+        self.family = family_options(convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
+                                     alpha_req_window=alpha_req_window)
         self.layers = resolve_layers(layers, facts.num_hidden_layers)
         self.output_path = Path(output_path) if output_path is not None else None
         self.run_dir = (self.output_path or Path(".")) / model_name(self.args)
@@ -210,6 +219,8 @@ class Session:
             need_loss=any(m in self.metrics for m in ("loss", "perplexity", *ROLLING)),
             exclude_bos=exclude_bos,
             special_ids=frozenset(self.lm.tokenizer.all_special_ids),
+            extras=extra_fields(self.metrics),
+            family=self.family,
         )
         self.sizer = BatchSizer.parse(self.batch_size)
 
@@ -292,6 +303,17 @@ class Session:
         }
         if cfg.rolling:  # only then: keys of stores written without rolling stay as they were
             key_config["rolling"] = {"prefix_token": prefix_token_id(self.lm.tokenizer), "context_len": 1}
+        if self.cfg.extras:
+            # Only then, so a store written without the family's extra fields keeps its key. The settings key
+            # only what the stored fields depend on: dataset entropy's α, normalisation and clamp are applied
+            # to the stored vectors when results are made, so they do not change the stored numbers.
+            key_config["record_fields"] = [*SPECTRAL_FIELDS, *self.cfg.extras]
+            fam = self.cfg.family
+            if "prompt_entropy" in self.cfg.extras:
+                key_config["prompt_entropy"] = {"alpha": fam.alpha, "normalization": fam.normalization,
+                                                "clamp": fam.clamp}
+            if "alpha_req" in self.cfg.extras:
+                key_config["alpha_req_window"] = list(fam.alpha_req_window)
         if self.store_root is not None:
             safe = name.replace("/", "__")
             store = ShardStore(self.store_root / f"{safe}-{config_key(key_config)}", key_config)
@@ -312,6 +334,7 @@ class Session:
                 seed=self.seed,
                 load_skipped=load_skipped or {},
                 n_resumed=run.n_resumed,
+                options=self.family,
             )
             if entry["n_samples"] == 0 and require_spectral:
                 error = (f"task {name!r} has zero valid samples (skipped: {entry['skipped_by_status']}); "
@@ -373,6 +396,8 @@ class Session:
             "device": str(lm.device),
             "layers": self.layers,
             "metrics": self.metrics,
+            "convention": self.convention,
+            "conventions": conventions(self.metrics, self.family, self.convention),
             "max_length": self.max_length,
             "min_tokens": self.min_tokens,
             "fixed_tokens": self.fixed_tokens,

@@ -12,6 +12,11 @@ Sources (read with the search tool; transcribed, not imported, so the tests need
   00cb474c8ca73c482d5501232ffce1eb79f0d479): torch.manual_seed(0); torch.randn(1000, 1024) has RankMe
   613.4726 and α 0.148936.
 - Garrido et al. 2023, RankMe definition: p_k = σ_k / ‖σ‖₁ + ε, ε = 1e-7, RankMe = exp(−Σ p_k log p_k).
+- Curvature: information_flow @ 703d566f, metric_functions.py `compute_curvature` (k = 1), on `normalize`d
+  tokens as its per-forward-pass driver feeds every metric.
+- Dataset entropy: information_flow experiments/utils/misc/metric_utils.py @ 9000a9714ba289c560c958fcd5f6b4877edb40f7
+  (`compute_on_concatenated_passes`: `normalize` each prompt, mean over its tokens, stack the documents) into
+  `compute_entropy` @ 703d566f (clamp, ÷ trace, matrixAlphaEntropy, N = number of documents).
 """
 
 import math
@@ -24,6 +29,8 @@ from matrixeval.errors import MatrixEvalError
 from matrixeval.metrics import (
     alpha_req,
     covariance_spectrum,
+    curvature,
+    dataset_entropy,
     effective_rank,
     effective_rank_lambda,
     effective_rank_sigma,
@@ -35,6 +42,7 @@ from matrixeval.metrics import (
     renyi_entropy,
     representation_spectrum,
 )
+from matrixeval.metrics.family import FamilyOptions, pooled_from_tokens
 
 NORMALIZATIONS = ["maxEntropy", "logN", "logD", "logNlogD", "raw", "length"]
 
@@ -114,6 +122,35 @@ def garrido_rankme(z, eps=1e-7):
     s = np.linalg.svd(z, compute_uv=False)
     p = s / np.sum(np.abs(s)) + eps
     return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def lbl_compute_curvature(hidden_states):
+    """compute_curvature @ 703d566f, k = 1, per layer; torch float64 as the source."""
+    def calculate_paired_curvature(a, b):
+        dotproduct = torch.abs(a.T @ b)
+        norm_a = torch.norm(a)
+        norm_b = torch.norm(b)
+        if norm_a == 0 or norm_b == 0:
+            return 0
+        argument = torch.clamp(dotproduct / (norm_a * norm_b), min=-1, max=1)
+        return torch.arccos(argument).item()
+
+    def calculate_layer_average_k_curvature(layer_p):
+        summation, counter = 0, 0
+        for k in range(1, layer_p.shape[0] - 1):
+            v_k = layer_p[k].unsqueeze(1) - layer_p[k - 1].unsqueeze(1)
+            v_kplusone = layer_p[k + 1].unsqueeze(1) - layer_p[k].unsqueeze(1)
+            summation += calculate_paired_curvature(v_kplusone, v_k)
+            counter += 1
+        return summation / counter if counter > 0 else 0
+
+    return [calculate_layer_average_k_curvature(layer.double()) for layer in hidden_states]
+
+
+def lbl_dataset_entropy(prompts, alpha=1, normalizations=("maxEntropy",), clamp=True):
+    """compute_on_concatenated_passes (one view, one layer) then compute_entropy."""
+    pooled = np.stack([lbl_normalize(p).mean(axis=0) for p in prompts])  # NUM_SAMPLES x D
+    return lbl_compute_entropy(pooled[None], alpha=alpha, normalizations=normalizations, clamp=clamp)
 
 
 # --- fixed tensors ---------------------------------------------------------------------------------------
@@ -244,3 +281,69 @@ def test_engine_columns_come_from_the_spectral_metrics_spectrum_and_are_nan_wher
         s = np.linalg.svd(z, compute_uv=False)  # the rows of z are unit, so not centred again: σ² of z itself
         assert cols["rankme_reptrix"][i].item() == pytest.approx(reptrix_get_rank(s**2 / np.sum(s**2)), rel=1e-9)
     assert r.status[2] == "degenerate" and all(torch.isnan(v[2]).item() for v in cols.values())
+
+
+@pytest.mark.parametrize("n,d,seed,rank", CASES + [(3, 8, 10, None), (2, 8, 11, None)])
+def test_curvature_matches_layer_by_layer(n, d, seed, rank):
+    h = _tokens(n, d, seed, rank)
+    want = lbl_compute_curvature(torch.from_numpy(lbl_normalize(h.numpy()))[None])[0]
+    assert curvature(h).item() == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_curvature_counts_a_zero_difference_as_zero_and_is_batched_with_a_mask():
+    h = _tokens(9, 12, 12)
+    h[4] = h[3]  # a repeated token: v_4 = 0, so two pairs count 0, as the source
+    want = lbl_compute_curvature(torch.from_numpy(lbl_normalize(h.numpy()))[None])[0]
+    assert curvature(h).item() == pytest.approx(want, rel=1e-12)
+    assert 0 < want < math.pi / 2
+    batch = torch.zeros(2, 9, 12, dtype=torch.float64)
+    batch[0, :6], batch[1] = h[:6], h
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, :6], mask[1] = True, True
+    torch.testing.assert_close(curvature(batch, mask), torch.stack([curvature(h[:6]), curvature(h)]))
+    assert torch.isnan(curvature(torch.ones(1, 12))).item()
+
+
+def _documents(lengths, d, seed):
+    return [_tokens(n, d, seed + i) for i, n in enumerate(lengths)]
+
+
+def _pooled(docs):
+    """The engine's path: one padded batch, normalise_tokens, pooled_from_tokens."""
+    n = max(x.shape[0] for x in docs)
+    batch = torch.zeros(len(docs), n, docs[0].shape[1], dtype=torch.float64)
+    mask = torch.zeros(len(docs), n, dtype=torch.bool)
+    for i, x in enumerate(docs):
+        batch[i, : x.shape[0]], mask[i, : x.shape[0]] = x, True
+    return pooled_from_tokens(normalize_tokens(batch, mask))
+
+
+@pytest.mark.parametrize("lengths,d", [([5, 9, 7, 12, 6], 24), ([6, 8, 5, 7, 9, 11, 4, 10, 6, 8], 6)])
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_dataset_entropy_matches_layer_by_layer_for_every_normalization(lengths, d, alpha):
+    docs = _documents(lengths, d, 20)
+    ref = lbl_dataset_entropy([x.numpy() for x in docs], alpha=alpha, normalizations=NORMALIZATIONS)
+    pooled = _pooled(docs)["mean"]
+    for norm in NORMALIZATIONS:
+        got = dataset_entropy(pooled, alpha=alpha, normalization=norm)
+        assert got == pytest.approx(ref[norm][0], rel=1e-9), norm
+    plain = lbl_dataset_entropy([x.numpy() for x in docs], alpha=alpha, clamp=False)["maxEntropy"][0]
+    assert dataset_entropy(pooled, alpha=alpha, clamp=False) == pytest.approx(plain, rel=1e-9)
+
+
+def test_dataset_entropy_is_the_same_from_any_split_and_order_of_documents():
+    docs = _documents([5, 9, 7, 12, 6, 8, 10], 16, 30)
+    whole = torch.cat([_pooled(docs)["mean"]])
+    parts = torch.cat([_pooled(docs[4:])["mean"], _pooled(docs[:4])["mean"]])  # two "ranks", merged in any order
+    assert dataset_entropy(parts) == pytest.approx(dataset_entropy(whole), rel=1e-12)
+    last = _pooled(docs)["last"]
+    want = np.stack([lbl_normalize(x.numpy())[-1] for x in docs])
+    np.testing.assert_allclose(last.numpy(), want, rtol=1e-12)
+    assert math.isnan(dataset_entropy(whole[:1]))
+
+
+def test_family_options_check_their_values():
+    with pytest.raises(MatrixEvalError, match="normalization must be one of"):
+        FamilyOptions(normalization="logd")
+    with pytest.raises(MatrixEvalError, match="alpha_req window"):
+        FamilyOptions(alpha_req_window=(4, 5))

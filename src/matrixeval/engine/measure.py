@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..metrics import STATUSES, family_from_spectrum, spectral_metrics
+from ..metrics.family import FamilyOptions, curvature_from_tokens, pooled_from_tokens, renyi_entropy
+from ..metrics.spectrum import covariance_spectrum
+from ..metrics._tokens import undefined_to_nan
 from ..models import LoadedModel, forward
 from ..models.forward import score_windows
 from .batching import Encoded, collate
@@ -24,6 +27,10 @@ SPECTRAL_FIELDS = (
     "matrix_entropy", "entropy", "effective_rank", "nuclear_norm", "nuclear_norm_exact",
     "rankme", "rankme_reptrix", "effective_rank_sigma",
 )
+# Fields a record holds only when a requested metric reads them (MeasureConfig.extras). alpha_req and an
+# unclamped prompt_entropy read the same eigenvalues; a clamped prompt_entropy solves its clamped Gram matrix;
+# curvature and the pooled document vectors read the normalised token states.
+EXTRA_FIELDS = ("alpha_req", "prompt_entropy", "curvature", "pooled_mean", "pooled_last")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class MeasureConfig:
     special_ids: frozenset[int]
     # Loss from lm-eval's rolling windows over every token (each item's `windows`), not from the truncated input.
     rolling: bool = False
+    extras: tuple[str, ...] = ()
+    family: FamilyOptions = field(default_factory=FamilyOptions)
 
 
 def _metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
@@ -65,23 +74,46 @@ def metric_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _spectral(hidden: dict[int, torch.Tensor], mask: torch.Tensor, layers: Sequence[int]) -> dict[int, dict[str, list]]:
+def _spectral(
+    hidden: dict[int, torch.Tensor],
+    mask: torch.Tensor,
+    layers: Sequence[int],
+    extras: Sequence[str] = (),
+    options: FamilyOptions = FamilyOptions(),
+) -> dict[int, dict[str, list]]:
     """Each layer's spectra in turn, moved to the CPU as Python lists; a layer's hidden states leave `hidden`
     (and the device) as soon as they are read, so the metric core's float32 and float64 working copies
-    exist for one layer at a time, never for all requested layers at once."""
+    exist for one layer at a time, never for all requested layers at once. `extras` (EXTRA_FIELDS) are
+    computed from the same normalised tokens and eigenvalues."""
     out = {}
+    wanted = ("rankme", "rankme_reptrix", "effective_rank_sigma", *(e for e in extras if e in ("alpha_req", "prompt_entropy")))
     for layer in layers:
         h = hidden.pop(layer)
-        with metric_threads(h.device):
-            r = spectral_metrics(h, mask)
+        with metric_threads(h.device):  # the same arithmetic in every world size (see metric_threads)
+            r = spectral_metrics(h, mask, keep_tokens=bool(extras))
             del h
-            family = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size, r.status_code)
-        cols = {name: (family[name] if name in family else getattr(r, name)).cpu().tolist() for name in SPECTRAL_FIELDS}
-        cols["n_tokens"] = r.n_tokens.cpu().tolist()
-        cols["n_dropped"] = r.n_dropped.cpu().tolist()
-        cols["status"] = [STATUSES[c] for c in r.status_code.cpu().tolist()]
-        out[layer] = cols
-        del r, family
+            family = family_from_spectrum(r.spectrum, r.n_tokens, r.hidden_size, r.status_code, wanted=wanted,
+                                          options=options)
+            cols = {name: (family[name] if name in family else getattr(r, name)).cpu().tolist() for name in SPECTRAL_FIELDS}
+            t = r.tokens
+            if "prompt_entropy" in extras and "prompt_entropy" not in family:  # the clamp: another matrix, its own eigh
+                lam = covariance_spectrum(t.z, t.used, clamp_gram=True)
+                h = renyi_entropy(lam, t.n_used, r.hidden_size, alpha=options.alpha, normalization=options.normalization)
+                family["prompt_entropy"] = undefined_to_nan(h, t.status, False)
+            if "curvature" in extras:
+                family["curvature"] = curvature_from_tokens(t)
+            if "pooled_mean" in extras or "pooled_last" in extras:
+                pooled = pooled_from_tokens(t)
+                for kind in ("mean", "last"):
+                    if f"pooled_{kind}" in extras:
+                        family[f"pooled_{kind}"] = pooled[kind]
+            for name in extras:
+                cols[name] = family[name].cpu().tolist()
+            cols["n_tokens"] = r.n_tokens.cpu().tolist()
+            cols["n_dropped"] = r.n_dropped.cpu().tolist()
+            cols["status"] = [STATUSES[c] for c in r.status_code.cpu().tolist()]
+            out[layer] = cols
+            del r, family, t
     return out
 
 
@@ -96,7 +128,7 @@ def measure_batch(
     ids, attention, span = collate(items, lm.tokenizer.pad_token_id, lm.device)
     mask = _metric_mask(ids, span, cfg)
     out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss and not cfg.rolling)
-    per_layer = _spectral(out.hidden, mask, cfg.layers)
+    per_layer = _spectral(out.hidden, mask, cfg.layers, cfg.extras, cfg.family)
     # _spectral has taken every captured layer out of out.hidden: nothing of the trained model's forward
     # is left on the device when the reference model runs
     untrained = None
@@ -114,7 +146,8 @@ def measure_batch(
     for i, item in enumerate(items):
         layers = {}
         for layer in cfg.layers:
-            values = {name: per_layer[layer][name][i] for name in (*SPECTRAL_FIELDS, "n_tokens", "n_dropped", "status")}
+            names = (*SPECTRAL_FIELDS, *cfg.extras, "n_tokens", "n_dropped", "status")
+            values = {name: per_layer[layer][name][i] for name in names}
             if untrained is not None:
                 values["entropy_untrained"] = untrained[layer]["entropy"][i]
             layers[str(layer)] = values

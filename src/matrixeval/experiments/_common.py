@@ -342,7 +342,7 @@ def metric_label(metric: str) -> str:
     from ..metric_info import METRICS
 
     info = METRICS.get(metric)
-    if info is None:
+    if info is None or info.higher_is_better is None:
         return metric
     return f"{metric} ({'higher' if info.higher_is_better else 'lower'} is better)"
 

@@ -4,6 +4,8 @@ from ._tokens import STATUSES, normalize_tokens
 from .aggregate import EntropyAggregate, Summary, aggregate, diff_erank, diff_erank_per_sample, summarize
 from .family import (
     alpha_req,
+    curvature,
+    dataset_entropy,
     effective_rank_lambda,
     effective_rank_sigma,
     family_from_spectrum,
@@ -30,6 +32,8 @@ __all__ = [
     "count_bytes",
     "count_words",
     "covariance_spectrum",
+    "curvature",
+    "dataset_entropy",
     "diff_erank",
     "diff_erank_per_sample",
     "effective_rank",

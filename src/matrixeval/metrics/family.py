@@ -4,6 +4,8 @@ Every function here reads the trace-1 spectrum λ (..., k) that `covariance_spec
 zero-padded), so the whole family of one sample costs the one eigendecomposition matrix entropy already pays
 for. The one exception is Layer-by-Layer's clamp: clamping the Gram matrix elementwise changes its spectrum,
 so `prompt_entropy(..., clamp=True)` solves the clamped matrix (that is the definition, not an inefficiency).
+Curvature and the pooled document vectors read the normalised tokens instead (no eigendecomposition), and
+`dataset_entropy` solves the one matrix of a whole data set's document vectors.
 
 Conventions and the code they follow (commits in tests/metrics/test_family.py):
 
@@ -12,17 +14,20 @@ Conventions and the code they follow (commits in tests/metrics/test_family.py):
 - RankMe, ``garrido``: p = σ/‖σ‖₁ + ε on the singular values σ (Garrido et al. 2023); ``reptrix``: the same on
   the explained-variance ratio σ²/‖σ²‖₁ of the centred matrix (arnab39/reptrix ``rankme.get_rank``).
 - α-ReQ: reptrix ``alpha.get_powerlaw``, a weighted least-squares fit of log λᵢ on −log i over a window.
+- Curvature and dataset entropy: information_flow ``compute_curvature`` and ``compute_entropy`` on the
+  mean-pooled prompt vectors of ``experiments/utils/misc/metric_utils.py`` (``compute_on_concatenated_passes``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from ..errors import MatrixEvalError
-from ._tokens import check_hidden, normalize_tokens, undefined_to_nan
+from ._tokens import NormalizedTokens, check_hidden, normalize_tokens, undefined_to_nan
 from .entropy import entropy_from_spectrum
 from .spectrum import covariance_spectrum
 
@@ -31,7 +36,12 @@ __all__ = [
     "RANKME_EPS",
     "LblNormalization",
     "RankMeConvention",
+    "FamilyOptions",
     "alpha_req",
+    "curvature",
+    "curvature_from_tokens",
+    "dataset_entropy",
+    "pooled_from_tokens",
     "effective_rank_lambda",
     "effective_rank_sigma",
     "family_from_spectrum",
@@ -197,19 +207,128 @@ def prompt_entropy(
     return undefined_to_nan(h, t.status, t.squeeze)
 
 
+@dataclass(frozen=True)
+class FamilyOptions:
+    """The settings that change a family value: Rényi α, the Layer-by-Layer normalisation and clamp (prompt and
+    dataset entropy), and α-ReQ's fit window. The default is Wei et al.'s convention: no clamp, ÷ log D, α = 1,
+    under which `prompt_entropy` is `matrix_entropy` exactly."""
+
+    alpha: float = 1.0
+    normalization: LblNormalization = "logD"
+    clamp: bool = False
+    alpha_req_window: tuple[int, int] = (10, 100)
+
+    def __post_init__(self) -> None:
+        _check_alpha(self.alpha)
+        if self.normalization not in LBL_NORMALIZATIONS:
+            raise MatrixEvalError(
+                f"normalization must be one of {', '.join(LBL_NORMALIZATIONS)}, got {self.normalization!r}"
+            )
+        start, stop = self.alpha_req_window
+        if not 0 <= start < stop - 1:
+            raise MatrixEvalError(f"alpha_req window must be START:STOP with 0 <= START < STOP - 1, got {start}:{stop}")
+
+
 def family_from_spectrum(
-    lam: torch.Tensor, n_tokens: torch.Tensor, hidden_size: int, status: torch.Tensor
+    lam: torch.Tensor,
+    n_tokens: torch.Tensor,
+    hidden_size: int,
+    status: torch.Tensor,
+    *,
+    wanted: tuple[str, ...] = ("rankme", "rankme_reptrix", "effective_rank_sigma"),
+    options: FamilyOptions = FamilyOptions(),
 ) -> dict[str, torch.Tensor]:
     """The engine's per-sample family columns from `spectral_metrics(...)`'s `spectrum`, `n_tokens`, `status_code`
     (batched); NaN where the status is not ok, like every other spectral value.
 
-    `rankme` (Garrido: σ of the centred, normalised token matrix), `rankme_reptrix` (its λ ∝ σ²) and
-    `effective_rank_sigma`: the columns the engine stores (`alpha_req` is not one, so it is not fitted here).
+    `rankme` (Garrido: σ of the centred, normalised token matrix), `rankme_reptrix` (its λ ∝ σ²),
+    `effective_rank_sigma`, and, when in `wanted`, `alpha_req` (over `options.alpha_req_window`) and
+    `prompt_entropy` without the clamp (with it the clamped matrix has another spectrum: the caller solves it).
     """
     k = torch.minimum(n_tokens.to(lam.device), torch.tensor(hidden_size, device=lam.device))
-    values = {
-        "rankme": rankme(lam, k=k),
-        "rankme_reptrix": rankme(lam, convention="reptrix", k=k),
-        "effective_rank_sigma": effective_rank_sigma(lam),
-    }
+    values = {}
+    for name in wanted:
+        if name == "rankme":
+            values[name] = rankme(lam, k=k)
+        elif name == "rankme_reptrix":
+            values[name] = rankme(lam, convention="reptrix", k=k)
+        elif name == "effective_rank_sigma":
+            values[name] = effective_rank_sigma(lam)
+        elif name == "alpha_req":
+            values[name] = alpha_req(lam, options.alpha_req_window)
+        elif name == "prompt_entropy" and not options.clamp:
+            values[name] = renyi_entropy(lam, n_tokens.to(lam.device), hidden_size, alpha=options.alpha,
+                                         normalization=options.normalization)
     return {name: undefined_to_nan(v, status.to(v.device), False) for name, v in values.items()}
+
+
+def curvature_from_tokens(t: NormalizedTokens) -> torch.Tensor:
+    """Per-sample curvature (B,) float64 of already normalised tokens; NaN where the status is not ok.
+
+    information_flow's `calculate_layer_average_k_curvature` (k = 1), batched: each sample's used tokens are
+    moved to the front in order, and only the pairs of difference vectors inside its own tokens are averaged.
+    """
+    b, n, _ = t.z.shape
+    z = t.z.to(torch.float64)
+    if not bool(t.used.all()):  # a stable sort puts each sample's used tokens first, in their order
+        order = torch.sort((~t.used).to(torch.int8), dim=1, stable=True).indices
+        z = torch.gather(z, 1, order.unsqueeze(-1).expand_as(z))
+    n_used = t.used.sum(dim=1)
+    v = z[:, 1:] - z[:, :-1]  # v[:, k-1] = x_k − x_{k−1}
+    norms = torch.linalg.vector_norm(v, dim=-1)
+    na, nc = norms[:, 1:], norms[:, :-1]  # pairs (v_{k+1}, v_k), k = 1 … N−2
+    cos = (torch.linalg.vecdot(v[:, 1:], v[:, :-1]).abs() / (na * nc)).clamp(-1, 1)
+    angle = torch.where((na == 0) | (nc == 0), torch.zeros_like(cos), torch.arccos(cos))
+    pairs = (n_used - 2).clamp(min=0)  # a sample of N tokens has N − 2 pairs
+    inside = torch.arange(max(n - 2, 0), device=z.device) < pairs.unsqueeze(-1)
+    total = torch.where(inside, angle, torch.zeros_like(angle)).sum(dim=-1)
+    out = torch.where(pairs > 0, total / pairs.clamp(min=1), torch.zeros_like(total))  # the source's counter == 0
+    return undefined_to_nan(out, t.status, False)
+
+
+def curvature(hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Layer-by-Layer's curvature of hidden states (N, d) or (B, N, d): float64 () or (B,) radians.
+
+    Tokens are centred and L2-normalised (the source's `normalize`, as for prompt entropy); with
+    vₖ = xₖ − xₖ₋₁ the mean over k = 1 … N−2 of arccos(|vₖ₊₁·vₖ| / (‖vₖ₊₁‖‖vₖ‖)), a pair with a zero
+    vector counting as 0 and fewer than three tokens giving 0, exactly as `compute_curvature`. The absolute
+    value is the source's: angles lie in [0, π/2].
+    """
+    t = normalize_tokens(hidden, mask)
+    c = curvature_from_tokens(t)
+    return c[0] if t.squeeze else c
+
+
+def pooled_from_tokens(t: NormalizedTokens) -> dict[str, torch.Tensor]:
+    """Each sample's document vectors (B, d) float64 from its normalised tokens: ``mean`` (the mean of its
+    centred, unit tokens, as `compute_on_concatenated_passes`) and ``last`` (its last such token)."""
+    # z is zero outside the used tokens, so a plain sum (accumulated in float64, without a float64 copy) is theirs
+    mean = t.z.sum(dim=1, dtype=torch.float64) / t.used.sum(dim=1).clamp(min=1).to(torch.float64).unsqueeze(-1)
+    idx = torch.arange(t.used.shape[1], device=t.used.device)
+    last_pos = torch.where(t.used, idx, torch.full_like(idx, -1)).max(dim=1).values.clamp(min=0)
+    last = t.z[torch.arange(t.z.shape[0], device=t.z.device), last_pos].to(torch.float64)
+    return {"mean": mean, "last": last}
+
+
+def dataset_entropy(
+    vectors: torch.Tensor,
+    *,
+    alpha: float = 1.0,
+    normalization: LblNormalization = "maxEntropy",
+    clamp: bool = True,
+) -> float:
+    """Layer-by-Layer's dataset entropy of document vectors (N, d): the matrix entropy of their Gram matrix.
+
+    The vectors enter as given (no further centring or normalising, as the source's `compute_entropy` on the
+    pooled prompts): the smaller Gram matrix, clamped to ≥ 0 when `clamp`, divided by its trace, Rényi-α
+    entropy, normalised with N = number of documents. NaN for fewer than two documents or a zero matrix.
+    """
+    _check_alpha(alpha)
+    if not isinstance(vectors, torch.Tensor) or vectors.dim() != 2:
+        raise MatrixEvalError("dataset_entropy needs document vectors of shape (N, d)")
+    v = vectors.to(torch.float64)
+    n, d = v.shape
+    if n < 2 or not bool(torch.isfinite(v).all()) or not bool((v != 0).any()):
+        return math.nan
+    lam = covariance_spectrum(v.unsqueeze(0), torch.ones(1, n, dtype=torch.bool, device=v.device), clamp_gram=clamp)
+    return float(renyi_entropy(lam, n, d, alpha=alpha, normalization=normalization)[0])

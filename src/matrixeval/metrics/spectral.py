@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._tokens import STATUSES, normalize_tokens, undefined_to_nan
+from ._tokens import STATUSES, NormalizedTokens, normalize_tokens, undefined_to_nan
 from .entropy import Normalization, check_entropy_args, entropy_from_spectrum, normalize_entropy
 from .nuclear import column_norm_nuclear, nuclear_from_spectrum
 from .spectrum import covariance_spectrum
@@ -34,6 +34,7 @@ class SpectralMetrics:
     status_code: torch.Tensor
     hidden_size: int
     spectrum: torch.Tensor | None = None
+    tokens: NormalizedTokens | None = None  # the centred, normalised tokens, when asked (keep_tokens=True)
 
     @property
     def status(self) -> str | list[str]:
@@ -50,6 +51,7 @@ def spectral_metrics(
     normalize: Normalization = "logd",
     alpha: float = 1.0,
     gram_dtype: torch.dtype = torch.float64,
+    keep_tokens: bool = False,
 ) -> SpectralMetrics:
     """Matrix entropy, effective rank and both nuclear norms of (N, d) or (B, N, d) hidden states.
 
@@ -57,6 +59,8 @@ def spectral_metrics(
     them costs about as much as matrix entropy alone. A sample's many layers can be passed as the batch.
     Undefined samples get NaN values and a status instead of an exception from linear algebra.
     `gram_dtype=torch.float32` trades accuracy on low-rank inputs for speed (see `covariance_spectrum`).
+    `keep_tokens=True` returns the normalised tokens too, for the metrics that read token states (curvature,
+    pooled document vectors, the clamped Gram matrix) without a second normalisation pass.
     """
     check_entropy_args(normalize, alpha)
     t = normalize_tokens(hidden, mask)
@@ -82,4 +86,5 @@ def spectral_metrics(
         status_code=pick(t.status),
         hidden_size=d,
         spectrum=pick(lam),
+        tokens=t if keep_tokens else None,
     )

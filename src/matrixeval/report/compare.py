@@ -319,8 +319,11 @@ def metric_direction(results: Sequence[dict], metric: str) -> bool:
     Raises:
         MatrixEvalError: when the results declare no direction, or disagree, for a metric matrixeval does not know.
     """
-    from matrixeval.metric_info import direction
+    from matrixeval.metric_info import direction, has_no_direction
 
+    if has_no_direction(metric):
+        raise MatrixEvalError(f"{metric!r} is neither better high nor low; to rank by it anyway pass "
+                              f"--higher_is_better {metric}=true|false (higher_is_better= in Python)")
     known = direction(metric)
     if known is not None:
         return known

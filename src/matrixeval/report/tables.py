@@ -117,7 +117,8 @@ def _is_numeric_column(rows: Sequence[Mapping], column: str) -> bool:
 
 
 _SHOWN = ("matrix_entropy", "matrix_entropy_b", "matrix_entropy_c", "effective_rank", "effective_rank_sigma", "rankme",
-          "rankme_reptrix", "nuclear_norm",
+          "rankme_reptrix", "alpha_req", "prompt_entropy", "curvature", "dataset_entropy", "dataset_entropy_last",
+          "nuclear_norm",
           "nuclear_norm_exact", "diff_erank", "diff_erank_per_sample", "loss", "loss_token_weighted", "perplexity",
           "perplexity_of_mean_loss", "perplexity_token_weighted", "word_perplexity", "byte_perplexity",
           "bits_per_byte")
