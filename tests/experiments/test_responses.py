@@ -336,3 +336,120 @@ def test_default_metrics_leave_out_what_the_model_cannot_compute(llama_path, tmp
     assert code == 2 and err == ["matrixeval: error: loss/perplexity need a causal LM head and this model has none; "
                                  "drop them from --metrics"]
     assert not (tmp_path / "o2").exists()
+
+
+# --- issue 17: scoring existing answers in the layouts public benchmarks ship --------------------------------------
+
+ANSWERS = {"model-a": TINY_TEXTS[:4], "model-b": TINY_TEXTS[4:8]}
+
+
+def _arena_file(path):
+    """An Arena-Hard-Auto model_answer file over the first questions of the real question.jsonl."""
+    ids = [r["question_id"] for r in read_jsonl(shared_file("arena-hard/question.jsonl"))[:4]]
+    return _jsonl(path, [{"question_id": q, "answer_id": f"{m}-{i}", "model_id": m, "tstamp": 1.0,
+                          "choices": [{"index": 0, "turns": [{"content": text, "token_len": 9}]}]}
+                         for m, texts in ANSWERS.items() for i, (q, text) in enumerate(zip(ids, texts))])
+
+
+def _score(model, path, out, *flags):
+    code = main(["experiment", "responses", "--model_args", f"pretrained={model}", "--responses", str(path),
+                 "--metrics", "matrix_entropy,nuclear_norm,loss", "--output_path", str(out), *flags])
+    assert code == 0
+    return json.loads(next(Path(out).rglob("responses_*.json")).read_text())
+
+
+def _plain_numbers(model, texts, tmp_path, name):
+    """The same answers scored from a plain file of their own: the independent side of each comparison."""
+    plain = _jsonl(tmp_path / f"{name}.jsonl", [{"instruction": "q", "response": t} for t in texts])
+    return faults.numbers(_score(model, plain, tmp_path / f"plain-{name}"))[name]
+
+
+def _same_numbers(entry, expected):
+    for key in ("matrix_entropy", "nuclear_norm", "loss", "n_samples"):
+        assert entry[key] == expected[key], key
+
+
+def test_arena_hard_answers_of_two_models_one_row_each_with_a_note(llama_path, tmp_path, capsys):
+    answers = _arena_file(tmp_path / "arena_answers.jsonl")
+    data = _score(llama_path, answers, tmp_path / "out")
+    err = capsys.readouterr().err
+    assert data["generation"]["format"] == "arena" and data["generation"]["models"] == ["model-a", "model-b"]
+    assert [(r["task"], r["answers_by"]) for r in data["table"]] == [("arena_answers", "model-a"),
+                                                                     ("arena_answers", "model-b")]
+    note = data["generation"]["note"]
+    assert f"note: {note}" in err and "2 models" in note and "not by the model that wrote the answers" in note
+    for model, texts in ANSWERS.items():
+        _same_numbers(data["results"][f"arena_answers/{model}"], _plain_numbers(llama_path, texts, tmp_path, model))
+
+
+def test_fastchat_and_mt_bench_answer_files(llama_path, tmp_path):
+    fastchat = _jsonl(tmp_path / "fc.jsonl", [{"question_id": 81 + i, "text": t, "model_id": "vicuna-7b",
+                                                "answer_id": str(i), "metadata": {}}
+                                               for i, t in enumerate(ANSWERS["model-a"])])
+    data = _score(llama_path, fastchat, tmp_path / "fc")
+    assert data["generation"]["format"] == "fastchat" and data["table"][0]["answers_by"] == "vicuna-7b"
+    expected = _plain_numbers(llama_path, ANSWERS["model-a"], tmp_path, "a")
+    _same_numbers(data["results"]["fc"], expected)
+    mt = _jsonl(tmp_path / "mt.jsonl", [{"question_id": 81 + i, "model_id": "m", "choices": [{"turns": [t, "2nd"]}]}
+                                        for i, t in enumerate(ANSWERS["model-a"])])  # MT-bench: turns are strings
+    _same_numbers(_score(llama_path, mt, tmp_path / "mt")["results"]["mt"], expected)
+
+
+def test_alpaca_eval_outputs_as_shipped_jsonl_and_json_array(llama_path, tmp_path):
+    real = read_jsonl(shared_file("alpaca_eval/alpaca_eval.jsonl"))[:3]
+    jsonl = _jsonl(tmp_path / "ae.jsonl", real)
+    array = tmp_path / "model_outputs.json"  # AlpacaEval's own file is a JSON array
+    array.write_text(json.dumps(real, indent=2))
+    a = _score(llama_path, jsonl, tmp_path / "a")
+    b = _score(llama_path, array, tmp_path / "b", "--limit", "3")
+    assert a["generation"]["format"] == b["generation"]["format"] == "alpaca_eval"
+    assert a["table"][0]["answers_by"] == "text_davinci_003"
+    _same_numbers(a["results"]["ae"], b["results"]["model_outputs"])
+    _same_numbers(a["results"]["ae"], _plain_numbers(llama_path, [r["output"] for r in real], tmp_path, "p"))
+    # the instruction is read only with --score_context prompt, as the prompt the answer continues
+    c = _score(llama_path, jsonl, tmp_path / "c", "--score_context", "prompt")
+    assert c["results"]["ae"]["matrix_entropy"] != a["results"]["ae"]["matrix_entropy"]
+
+
+def test_text_field_paths_and_a_named_layout(llama_path, tmp_path, capsys):
+    nested = _jsonl(tmp_path / "nested.jsonl", [{"id": i, "answer": {"turns": [{"content": t}]}}
+                                                for i, t in enumerate(ANSWERS["model-b"])])
+    data = _score(llama_path, nested, tmp_path / "n", "--text_field", "answer.turns.0.content")
+    _same_numbers(data["results"]["nested"], _plain_numbers(llama_path, ANSWERS["model-b"], tmp_path, "b"))
+    assert data["generation"]["text_field"] == "answer.turns.0.content"
+    capsys.readouterr()
+    code = main(["experiment", "responses", "--model_args", f"pretrained={tmp_path / 'absent'}", "--responses",
+                 str(nested), "--responses_format", "arena", "--output_path", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"matrixeval: error: {nested}:1: no response at the arena layout's response field")
+
+
+@pytest.mark.parametrize(("records", "line", "expected"), [
+    ([{"doc_id": 0, "output": "a"}, {"doc_id": 0, "output": "b"}], 2, "doc_id 0 repeats the one at {f}:1"),
+    ([{"doc_id": 1.5, "output": "a"}], 1, "doc_id must be a non-negative integer, got 1.5"),
+    ([{"doc_id": "abc", "output": "a"}], 1, 'doc_id must be a non-negative integer, got "abc"'),
+    ([{"doc_id": True, "output": "a"}], 1, "doc_id must be a non-negative integer, got true"),
+    ([{"question_id": 7, "text": "a", "model_id": "m"}, {"question_id": 7, "text": "b", "model_id": "m"}], 2,
+     "question_id 7 of model 'm' repeats the one at {f}:1"),
+    ([{"output": 3}], 1, "the response is a int, not text"),
+    (["just text"], 1, "a record must be a JSON object, got str"),
+])
+def test_bad_answer_records_are_one_line_naming_the_record(tmp_path, capsys, records, line, expected):
+    """issue 16: a repeated doc_id was measured twice, and doc_id "abc" was a traceback."""
+    path = _jsonl(tmp_path / "answers.jsonl", records)
+    code = main(["experiment", "responses", "--model_args", f"pretrained={tmp_path / 'absent'}", "--responses",
+                 str(path), "--output_path", str(tmp_path / "out")])  # the model does not exist: nothing loaded
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"matrixeval: error: {path}:{line}: ") and expected.format(f=path) in err[0], err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_same_question_id_for_two_models_is_fine_and_an_instruction_is_needed_only_when_read(tmp_path, capsys):
+    path = _arena_file(tmp_path / "arena.jsonl")
+    code = main(["experiment", "responses", "--model_args", f"pretrained={tmp_path / 'absent'}", "--responses",
+                 str(path), "--score_context", "prompt", "--output_path", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"matrixeval: error: {path}:1: no instruction (or prompt) to read")
