@@ -1,5 +1,6 @@
 """responses: greedy generation is deterministic, resumes from its file, and only response tokens are scored."""
 
+import hashlib
 import json
 
 import pytest
@@ -452,3 +453,18 @@ def test_the_same_question_id_for_two_models_is_fine_and_an_instruction_is_neede
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"matrixeval: error: {path}:1: no instruction (or prompt) to read")
+
+
+def test_a_responses_file_is_keyed_by_what_it_holds(llama_path, tmp_path, capsys):
+    path = _jsonl(tmp_path / "answers.jsonl", [{"instruction": "q", "output": t} for t in TINY_TEXTS[:3]])
+    first = _score(llama_path, path, tmp_path / "out")
+    assert first["generation"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    capsys.readouterr()
+    _jsonl(path, [{"instruction": "q", "output": t} for t in [TINY_TEXTS[0], TINY_TEXTS[5], TINY_TEXTS[2]]])
+    for p in (tmp_path / "out").rglob("responses_*.json"):
+        p.unlink()
+    changed = _score(llama_path, path, tmp_path / "out")
+    assert "resumed 3 of 3" not in capsys.readouterr().err  # one answer changed: it is measured, not reused
+    assert changed["generation"]["inputs_digest"] != first["generation"]["inputs_digest"]
+    assert faults.numbers(changed) == faults.numbers(_score(llama_path, path, tmp_path / "fresh"))
+    assert faults.numbers(changed) != faults.numbers(first)
