@@ -1,4 +1,6 @@
-"""responses: greedy generation is deterministic, resumes from its file, and only response tokens are scored."""
+"""responses: greedy and seeded generation is deterministic, keyed (engine.keys) and stored as generated, resumes
+identically after a SIGKILL (one process or a torchrun rank), only response tokens are scored, and --responses reads
+the answer files of Arena-Hard-Auto, FastChat / MT-bench and AlpacaEval as they are."""
 
 import hashlib
 import json
