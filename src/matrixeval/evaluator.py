@@ -40,6 +40,7 @@ def evaluate(
     sample_size: int | None = None,
     sample_seed: int | None = None,
     caveats: CaveatThresholds | None = None,
+    include_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -52,14 +53,20 @@ def evaluate(
     (each metric against relative depth, one line per task) is drawn next to the JSON (``out["layers_plot"]``).
     `sample_size`/`sample_seed` set the random draw of the recipes that sample (default 10,000 records, seed
     1234 or the recipe's own), independent of `seed`. `caveats` sets the thresholds of the warnings each task
-    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`).
+    carries in ``out["results"][task]["warnings"]`` (see `matrixeval.caveats`). `include_path` (folders or
+    files, a list or a comma list) makes the tasks of those task files available by name; a task file may also
+    be named in `tasks` directly. With `metrics` None, the metrics the task files name (``metrics:`` or
+    ``metric_list:``) are measured, all those of every task that names some, in order.
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
-    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
+    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks, include_path)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
                         sample_seed=sample_seed, on_error=on_error) for spec in specs]
+    if metrics is None:
+        named = [m for task in loaded if task.recipe is not None and task.recipe.metrics for m in task.recipe.metrics]
+        metrics = list(dict.fromkeys(named)) or None
     session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
                       seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
                       caveats=caveats)

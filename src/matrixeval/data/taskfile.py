@@ -127,7 +127,7 @@ def is_task_file(path: str | os.PathLike) -> bool:
         return False
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
+    except (ValueError, OSError, RecursionError):
         return False
     return isinstance(data, dict) and isinstance(data.get("task"), str)
 
@@ -151,6 +151,8 @@ def _parse(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise _fail(path, None, f"invalid YAML{where} ({problem})") from None
+    except RecursionError:
+        raise _fail(path, None, "nested too deeply to read") from None
     if not isinstance(data, dict):
         raise _fail(path, None, f"expected a mapping of keys (task: ..., doc_to_text: ...), got "
                                 f"{type(data).__name__}")
@@ -193,8 +195,20 @@ def _check_keys(path: Path, data: Mapping[str, Any]) -> None:
         hint = f"did you mean {close[0]!r}?" if close else f"the keys are: {', '.join(KEYS)}"
         raise _fail(path, key, f"unknown key; {hint}")
     ignored = [k for k in data if k in IGNORED_KEYS]
-    if ignored:
+    if ignored and _once(path, "ignored"):
         logger.warning("task file %s: ignoring lm-eval keys matrixeval does not use: %s", path, ", ".join(ignored))
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _once(path: Path, what: str) -> bool:
+    """True the first time a file's warning of this kind is due (a file read twice is warned about once)."""
+    key = (str(path.resolve()), what)
+    if key in _WARNED:
+        return False
+    _WARNED.add(key)
+    return True
 
 
 def _string(path: Path, data: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
@@ -307,7 +321,7 @@ def _data_file(path: Path, data: Mapping[str, Any], split: str | None) -> str | 
     if not isinstance(kwargs, dict):
         raise _fail(path, "dataset_kwargs", f"expected a mapping (data_files: ...), got {kwargs!r}")
     other = sorted(set(kwargs) - {"data_files"})
-    if other:
+    if other and _once(path, "dataset_kwargs"):
         logger.warning("task file %s: ignoring dataset_kwargs matrixeval does not use: %s", path, ", ".join(other))
     files = kwargs.get("data_files")
     if files is None:
@@ -408,7 +422,7 @@ def _metrics(path: Path, data: Mapping[str, Any]) -> tuple[str, ...] | None:
         names.append(name)
     used = tuple(dict.fromkeys(n for n in names if n in METRICS))
     others = [n for n in names if n not in METRICS]
-    if others:
+    if others and _once(path, "metric_list"):
         logger.warning("task file %s: metric_list: matrixeval does not compute %s%s", path, ", ".join(others),
                        f"; measuring {', '.join(used)}" if used else "")
     return used or None
@@ -461,7 +475,7 @@ def read_task_file(path: str | os.PathLike) -> TaskRecipe:
     return TaskRecipe(
         name=name,
         description=_string(path, data, "description") or f"task file {path.name}",
-        fields=tuple(dict.fromkeys(shown)) or ("text",),
+        fields=tuple(dict.fromkeys(shown)) or ((("(template)",) if "doc_to_text" in data else ("text",))),
         to_text=to_text,
         to_qa=to_qa,
         to_context=to_context,

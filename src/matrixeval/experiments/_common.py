@@ -2,7 +2,7 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples, sample_size, sample_seed). :func:`finish` writes
+on_error, log_samples, sample_size, sample_seed, include_path). :func:`finish` writes
 ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
@@ -69,6 +69,7 @@ class Options:
     log_samples: bool = False
     sample_size: int | None = None
     sample_seed: int | None = None
+    include_path: str | Sequence[str] | None = None  # folders (or files) of task files whose tasks --tasks may name
 
 
 _NAMES = tuple(f.name for f in fields(Options))
@@ -130,7 +131,7 @@ def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str
 def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str = DEFAULT_TASK,
                limit: int | None | str = "options") -> list[Task]:
     """Load every task named in `tasks` (default `default`); `limit` overrides the options' limit."""
-    specs = parse_task_specs(default if tasks is None else tasks)
+    specs = parse_task_specs(default if tasks is None else tasks, opts.include_path)
     lim = opts.limit if limit == "options" else limit
     return [load_task(s, text_field=opts.text_field, txt_split=opts.txt_split, limit=lim, sample_size=opts.sample_size,
                       sample_seed=opts.sample_seed, on_error=opts.on_error) for s in specs]
