@@ -45,6 +45,7 @@ __all__ = [
     "positive_ints",
     "print_report",
     "question_answer",
+    "require_causal_model",
     "sample_values",
     "short_name",
 ]
@@ -126,6 +127,15 @@ def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str
         raise MatrixEvalError(f"a causal LM head is needed to {why}, and model {model_args or 'MiniLM (default)'!r} "
                               "has none; pass a causal LM in --model_args")
     return session
+
+
+def require_causal_model(model_args: str | Mapping[str, Any] | None, experiment: str, why: str) -> None:
+    """Before anything loads: one line when no model is given to an experiment whose default model cannot run it
+    (the packaged MiniLM is an encoder, with no causal LM head)."""
+    if model_args is None or (isinstance(model_args, str) and not model_args.strip()):
+        raise MatrixEvalError(f"{experiment}: a causal LM head is needed to {why}, and the default model (the "
+                              "packaged MiniLM encoder) has none; pass --model_args pretrained=ID_OR_PATH of a causal "
+                              "LM (e.g. pretrained=EleutherAI/pythia-160m)")
 
 
 def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str = DEFAULT_TASK,
