@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import Document
+from ..data import Document, parse_task_specs
 from ..errors import MatrixEvalError
 from . import _common as common
 
@@ -154,6 +154,7 @@ def benchmark_experiment(
     ``questions``) on rank 0 and None elsewhere.
     """
     opts = common.options(common_options)
+    parse_task_specs(DEFAULT_TASKS if tasks is None else tasks, opts.include_path)  # an empty --tasks is said first
     common.require_causal_model(model_args, "benchmark", "score choices by their log-likelihood")
     metrics = common.parse_list(metrics or DEFAULT_METRICS, str, "metrics")
     if "loss" not in metrics:
