@@ -11,7 +11,7 @@ from .caveats import CaveatThresholds
 from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
-from .metric_info import LM_HEAD
+from .metric_info import LM_HEAD, NoLMHead
 from .session import DEFAULT_MAX_LENGTH, EMBEDDED_DEFAULT_METRICS, Session
 
 __all__ = ["DEFAULT_MAX_LENGTH", "EMBEDDED_DEFAULT_METRICS", "evaluate"]
@@ -64,12 +64,19 @@ def evaluate(
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
                         sample_seed=sample_seed, on_error=on_error) for spec in specs]
-    if metrics is None:
-        named = [m for task in loaded if task.recipe is not None and task.recipe.metrics for m in task.recipe.metrics]
-        metrics = list(dict.fromkeys(named)) or None
-    session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
-                      seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
-                      caveats=caveats)
+    from_files = [t.recipe for t in loaded if metrics is None and t.recipe is not None and t.recipe.metrics]
+    if from_files:
+        metrics = list(dict.fromkeys(m for recipe in from_files for m in recipe.metrics))
+    try:
+        session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
+                          seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
+                          caveats=caveats)
+    except NoLMHead:
+        if not from_files:
+            raise
+        raise MatrixEvalError(f"task file {from_files[0].file} asks for metrics {', '.join(from_files[0].metrics)}, "
+                              "and loss/perplexity need a causal LM head this model lacks; pass --metrics or a "
+                              "causal LM in --model_args") from None
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:

@@ -192,6 +192,12 @@ BAD = [  # (file name, content, key the error names, words of the message)
     ("output.yaml", "task: x\noutput_type: loglikelihood_rollin\n", "output_type",
      "did you mean 'loglikelihood_rolling'?"),
     ("badjson.json", '{"task": "x", "doc_to_text": }', None, "invalid JSON at line 1"),
+    ("nodata.yaml", "task: x\ndataset_path: data/dev.jsonl\n", "dataset_path", "'data/dev.jsonl' not found"),
+    ("nofile.yaml", "task: x\ndataset_path: json\ndataset_kwargs: {data_files: nope.jsonl}\n",
+     "dataset_kwargs.data_files", "'nope.jsonl' not found"),
+    ("qa.yaml", "task: x\ndoc_to_qa: [question]\n", "doc_to_qa", "expected [QUESTION, ANSWER]"),
+    ("sizes.yaml", "task: x\nmin_tokens: 9\nmax_tokens: 3\n", "min_tokens", "more than max_tokens 3"),
+    ("tasklist.yaml", "task: [a, b]\n", "task", "expected a name"),
 ]
 
 
@@ -229,3 +235,30 @@ def test_deeply_nested_jsonl_is_one_line(tmp_path):
     deep_json.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(MatrixEvalError, match="nested too deeply"):
         load_task(parse_task_specs(str(deep_json))[0])
+
+
+def test_run_measures_a_task_file_with_its_context_and_metrics(tiny_root, tmp_path):
+    from matrixeval import evaluate
+    from tests.tiny_models import TINY_TEXTS, make_tiny_causal_lm
+
+    model = make_tiny_causal_lm(tiny_root, "gpt2")
+    data = tmp_path / "pairs.jsonl"
+    pairs = [{"q": {"text": TINY_TEXTS[i]}, "a": TINY_TEXTS[i + 1]} for i in range(4)]
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    _write(tmp_path / "t", "pairs.yaml", "task: pairs\ndataset_path: ../pairs.jsonl\ndoc_to_context: q.text\n"
+                                         "doc_to_text: '{{ a }}'\nmetrics: [matrix_entropy, loss]\n")
+    out = evaluate(f"pretrained={model}", "pairs", include_path=[str(tmp_path / "t")], output_path=tmp_path / "out",
+                   log_samples=True)
+    assert out["config"]["metrics"] == ["matrix_entropy", "loss"] and out["results"]["pairs"]["n_samples"] == 4
+    rows = [json.loads(line) for line in open(next((tmp_path / "out").rglob("samples_pairs_*.jsonl")))]
+    assert [(r["context"], r["doc"]) for r in sorted(rows, key=lambda r: r["doc_id"])] == [
+        (p["q"]["text"], p["a"]) for p in pairs]
+    # only the text's tokens are measured: as many as the text alone tokenises to
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    by_id = {r["doc_id"]: r for r in rows}
+    for i, p in enumerate(pairs):
+        text, context = (len(tok(x, add_special_tokens=False)["input_ids"]) for x in (p["a"], p["q"]["text"]))
+        (layer,) = by_id[i]["layers"].values()
+        assert by_id[i]["n_targets"] == layer["n_tokens"] == text and by_id[i]["n_input_tokens"] >= text + context

@@ -25,7 +25,7 @@ from ..errors import MatrixEvalError
 from . import fields as f
 from .builtin import pydoc_topic_records
 from .fields import MissingField, get_path
-from .readers import TXT_SPLITS
+from .readers import FORMATS, TXT_SPLITS
 from .registry import TASK_NAME, TaskRecipe
 
 __all__ = ["FUNCTIONS", "TASK_FILE_SUFFIXES", "IGNORED_KEYS", "KEYS", "FunctionRef", "is_task_file",
@@ -390,9 +390,19 @@ def _location(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
                                           "dataset_kwargs: {data_files: FILE}")
     if local_dataset is not None:
         out["local_path"] = str(local_dataset)
+    elif _looks_local(dataset):
+        raise _fail(path, "dataset_path", f"{dataset!r} not found (looked beside the task file and in the current "
+                                          "folder); a hub id is OWNER/NAME")
     else:
         out.update(hf_path=dataset, hf_name=name)
     return out
+
+
+def _looks_local(name: str) -> bool:
+    """A path, not a hub id: a data file's extension, a leading ./ ../ / or ~, or more than one '/'."""
+    suffix = Path(name.removesuffix(".gz")).suffix.lower()
+    return (suffix in FORMATS or name.startswith((".", "/", "~")) or name.count("/") > 1
+            or os.sep != "/" and os.sep in name)
 
 
 def _metrics(path: Path, data: Mapping[str, Any]) -> tuple[str, ...] | None:
