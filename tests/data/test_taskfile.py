@@ -262,3 +262,13 @@ def test_run_measures_a_task_file_with_its_context_and_metrics(tiny_root, tmp_pa
         text, context = (len(tok(x, add_special_tokens=False)["input_ids"]) for x in (p["a"], p["q"]["text"]))
         (layer,) = by_id[i]["layers"].values()
         assert by_id[i]["n_targets"] == layer["n_tokens"] == text and by_id[i]["n_input_tokens"] >= text + context
+
+
+def test_templates_render_in_jinja_sandbox(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"text": "hello"}) + "\n", encoding="utf-8")
+    path = _write(tmp_path, "s.yaml", f"task: s\ndataset_path: {data}\n"
+                                      "doc_to_text: '{{ text.__class__.__mro__[1].__subclasses__() }}'\n")
+    with pytest.raises(MatrixEvalError, match=r"d\.jsonl:1: task 's' cannot read this record \(read by .*s\.yaml: "
+                                              r"doc_to_text\) \(ValueError: doc_to_text's template: access to"):
+        load_task(parse_task_specs(str(path))[0])

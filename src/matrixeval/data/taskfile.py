@@ -234,10 +234,12 @@ def _is_template(text: str) -> bool:
 
 def _jinja_env():
     import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
 
-    # As lm-eval renders its templates: an undefined name is an error, a trailing newline is kept.
-    return jinja2.Environment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True)
+    # As lm-eval renders its templates (an undefined name is an error, a trailing newline is kept), in Jinja's
+    # sandbox: a task file from elsewhere can format a record, not reach into Python.
+    return SandboxedEnvironment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined,
+                                keep_trailing_newline=True)
 
 
 def _template(path: Path, key: str, source: str) -> tuple[Callable, tuple[str, ...]]:
