@@ -272,3 +272,25 @@ def test_templates_render_in_jinja_sandbox(tmp_path):
     with pytest.raises(MatrixEvalError, match=r"d\.jsonl:1: task 's' cannot read this record \(read by .*s\.yaml: "
                                               r"doc_to_text\) \(ValueError: doc_to_text's template: access to"):
         load_task(parse_task_specs(str(path))[0])
+
+
+def test_include_path_reaches_every_experiment(tmp_path):
+    from matrixeval.cli import build_parser
+    from matrixeval.experiments import EXPERIMENTS, _common as common
+
+    data = shared_file("piqa/valid_labeled.jsonl")
+    _write(tmp_path / "a", "g.yaml", f"task: goals\ndataset_path: {data}\ndoc_to_text: goal\n")
+    _write(tmp_path / "b", "s.yaml", f"task: sols\ndataset_path: {data}\ndoc_to_text: sol1\n")
+    parser = build_parser()
+    for name in EXPERIMENTS:
+        if name == "multimodal":  # image tasks of its own, no shared task flags
+            continue
+        required = {"adapter": ["--train"], "checkpoints": ["--checkpoints", "x"]}.get(name, [])
+        args = parser.parse_args(["experiment", name, *required, "--include_path", str(tmp_path / "a"),
+                                  "--include_path", f"{tmp_path / 'b'},{tmp_path / 'a'}"])
+        opts = common.options(common.options_from_args(args))
+        assert opts.include_path == [str(tmp_path / "a"), f"{tmp_path / 'b'},{tmp_path / 'a'}"], name
+    goals, sols = common.load_tasks("goals,sols", opts, limit=3)
+    records = read_jsonl(data)[:3]
+    assert [d.text for d in goals.documents] == [r["goal"] for r in records]
+    assert [d.text for d in sols.documents] == [r["sol1"] for r in records]
