@@ -87,7 +87,8 @@ def evaluate(
             per_sample[task.name] = [{**r, **sample_fields(by_id[r["doc_id"]])} for r in records]
     out = session.finish(results, per_sample=per_sample if log_samples else None,
                          extra_config={"limit": limit, "tasks": [s.name for s in specs],
-                                       "samples": {t.name: list(t.sample) for t in loaded if t.sample}})
+                                       "samples": {t.name: list(t.sample) for t in loaded if t.sample},
+                                       "task_files": {s.name: s.recipe.file for s in specs if s.recipe is not None}})
     if out is not None and "results_path" in out and len(session.layers) > 1:
         out["layers_plot"] = _layers_plot(out)
     return out

@@ -250,6 +250,7 @@ def test_run_measures_a_task_file_with_its_context_and_metrics(tiny_root, tmp_pa
     out = evaluate(f"pretrained={model}", "pairs", include_path=[str(tmp_path / "t")], output_path=tmp_path / "out",
                    log_samples=True)
     assert out["config"]["metrics"] == ["matrix_entropy", "loss"] and out["results"]["pairs"]["n_samples"] == 4
+    assert out["config"]["task_files"] == {"pairs": str(tmp_path / "t" / "pairs.yaml")}
     rows = [json.loads(line) for line in open(next((tmp_path / "out").rglob("samples_pairs_*.jsonl")))]
     assert [(r["context"], r["doc"]) for r in sorted(rows, key=lambda r: r["doc_id"])] == [
         (p["q"]["text"], p["a"]) for p in pairs]

@@ -357,8 +357,9 @@ def _local(path: Path, name: str, base: str | None = None) -> Path | None:
     return None
 
 
-def _location(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Where the records come from: builtin, local_path, or hf_path (+ hf_name, split, data_files)."""
+def _location(path: Path, data: Mapping[str, Any], local: bool = True) -> dict[str, Any]:
+    """Where the records come from: builtin, local_path, or hf_path (+ hf_name, split, data_files). `local`
+    False (the shipped built-ins): dataset_path is a hub id whatever folders the current one holds."""
     split = _split(path, data)
     out: dict[str, Any] = {"split": split or "train"}
     records = data.get("builtin_records")
@@ -374,7 +375,7 @@ def _location(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         if data_file is None:
             return out  # data comes with the spec: NAME=LOCAL_FILE
         dataset = "json"
-    local_dataset = _local(path, dataset) if dataset not in BUILDERS else None
+    local_dataset = _local(path, dataset) if local and dataset not in BUILDERS else None
     if data_file is not None:
         found = _local(path, data_file, str(local_dataset) if local_dataset and local_dataset.is_dir() else None)
         if found is not None:
@@ -474,7 +475,7 @@ def read_task_file(path: str | os.PathLike) -> TaskRecipe:
     min_tokens, max_tokens = _int(path, data, "min_tokens"), _int(path, data, "max_tokens")
     if min_tokens is not None and max_tokens is not None and min_tokens > max_tokens:
         raise _fail(path, "min_tokens", f"{min_tokens} is more than max_tokens {max_tokens}")
-    location = _location(path, data)
+    location = _location(path, data, local=path.parent.resolve() != BUILTIN_TASKS_DIR.resolve())
     if txt_split is not None:
         location["txt_split"] = txt_split
     read = data.get("fields")
