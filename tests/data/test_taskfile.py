@@ -295,3 +295,36 @@ def test_include_path_reaches_every_experiment(tmp_path):
     records = read_jsonl(data)[:3]
     assert [d.text for d in goals.documents] == [r["goal"] for r in records]
     assert [d.text for d in sols.documents] == [r["sol1"] for r in records]
+
+
+def test_an_lm_eval_perplexity_task_file_reads_as_written(tmp_path, caplog):
+    # lm-eval's wikitext.yaml layout (its data swapped for the shared lines file): rolling over doc_to_target.
+    lines = shared_file("wikitext-2/test_lines.jsonl")
+    path = _write(tmp_path, "wikitext.yaml", f"""
+task: wikitext_lines
+dataset_path: json
+dataset_kwargs:
+  data_files: {{test: {lines}}}
+  trust_remote_code: true
+output_type: loglikelihood_rolling
+test_split: test
+doc_to_text: ""
+doc_to_target: "{{{{ text }}}}"
+process_results: !function preprocess_wikitext.process_results
+should_decontaminate: true
+doc_to_decontamination_query: "{{{{page}}}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+metadata:
+  version: 2.0
+""")
+    with caplog.at_level(logging.WARNING, logger="matrixeval.data.taskfile"):
+        recipe = read_task_file(path)
+    assert recipe.rolling and set(recipe.metrics or ()) <= {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    ignored = [r.getMessage() for r in caplog.records if "ignoring lm-eval keys" in r.getMessage()]
+    assert ignored == [f"task file {path}: ignoring lm-eval keys matrixeval does not use: process_results, "
+                       "should_decontaminate, doc_to_decontamination_query, metadata"]
+    task = load_task(TaskSpec(recipe.name, recipe=recipe), limit=40)
+    assert [d.text for d in task.documents] == [r["text"] for r in read_jsonl(lines)[:40]]

@@ -189,12 +189,13 @@ def _with_includes(path: Path, depth: int = 0) -> dict[str, Any]:
 
 def _check_keys(path: Path, data: Mapping[str, Any]) -> None:
     unknown = [k for k in data if k not in KEYS and k not in IGNORED_KEYS]
+    rolling_target = data.get("output_type") == "loglikelihood_rolling" and data.get("doc_to_text", "") == ""
+    ignored = [k for k in data if k in IGNORED_KEYS and not (k == "doc_to_target" and rolling_target)]
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, KEYS + IGNORED_KEYS, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"the keys are: {', '.join(KEYS)}"
         raise _fail(path, key, f"unknown key; {hint}")
-    ignored = [k for k in data if k in IGNORED_KEYS]
     if ignored and _once(path, "ignored"):
         logger.warning("task file %s: ignoring lm-eval keys matrixeval does not use: %s", path, ", ".join(ignored))
 
@@ -459,7 +460,10 @@ def read_task_file(path: str | os.PathLike) -> TaskRecipe:
         raise _fail(path, "output_type", f"unknown {output_type!r}; {hint}use one of {', '.join(OUTPUT_TYPES)}")
     to_text = read = None
     shown: tuple[str, ...] = ()
-    if "doc_to_text" in data:
+    if output_type == "loglikelihood_rolling" and data.get("doc_to_text", "") == "" and "doc_to_target" in data:
+        # lm-eval's perplexity tasks roll over doc_to_target and leave doc_to_text empty: that target is the text
+        to_text, shown = _text_spec(path, "doc_to_target", data["doc_to_target"])
+    elif "doc_to_text" in data:
         to_text, shown = _text_spec(path, "doc_to_text", data["doc_to_text"])
     to_context = None
     if "doc_to_context" in data:
