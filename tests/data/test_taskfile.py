@@ -328,3 +328,14 @@ metadata:
                        "should_decontaminate, doc_to_decontamination_query, metadata"]
     task = load_task(TaskSpec(recipe.name, recipe=recipe), limit=40)
     assert [d.text for d in task.documents] == [r["text"] for r in read_jsonl(lines)[:40]]
+
+
+def test_a_path_that_fails_on_the_first_record_is_an_error_even_when_skipping(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ({"body": "a"}, {"text": "b"})), encoding="utf-8")
+    path = _write(tmp_path, "p.yaml", f"task: p\ndataset_path: {data}\ndoc_to_text: text\n")
+    with pytest.raises(MatrixEvalError, match=rf"d\.jsonl:1: task 'p' needs field .*\(read by {path}: doc_to_text\)"):
+        load_task(parse_task_specs(str(path))[0], on_error="skip")
+    data.write_text("".join(json.dumps(r) + "\n" for r in ({"text": "a"}, {"body": "b"})), encoding="utf-8")
+    task = load_task(parse_task_specs(str(path))[0], on_error="skip")  # a later bad record is skipped, counted
+    assert [d.text for d in task.documents] == ["a"] and task.skipped == {"missing_field": 1}

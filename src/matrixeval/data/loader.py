@@ -384,8 +384,12 @@ def _collect(rows: Iterable[Row], to_text, name: str, limit: int | None, on_erro
             context = _context(row, to_context, name, context_origin)
             documents.append(Document(row.index, text, row.record, context=context, where=row.where))
         except _Skip as skip:
+            # A user's task file whose doc_to_text/doc_to_context cannot read the very first record is wrong, not
+            # the record: an error even under on_error="skip", naming the file and the key.
+            told = skip.reason in ("missing_field", "invalid_record") and n_records == 1 and (
+                text_origin is not None or context_origin is not None) and "(read by " in str(skip)
             if skip.reason in _ERROR_REASONS:
-                if on_error == "fail":
+                if on_error == "fail" or told:
                     raise MatrixEvalError(str(skip)) from None
                 if sum(skipped[r] for r in _ERROR_REASONS) < _MAX_WARNINGS:
                     logger.warning("skipping %s", skip)
