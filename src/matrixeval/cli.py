@@ -48,8 +48,11 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default=None,
                    help="comma-separated: NAME, NAME=LOCAL_FILE[:FIELD] (a recipe on a local copy, or any new name for "
                         "a plain file), or a .jsonl/.json/.csv/.tsv/.parquet/.txt file (also .gz) or a folder saved "
-                        "by datasets (default: the built-in offline "
+                        "by datasets, or a task file (my_task.yaml; see --include_path) (default: the built-in offline "
                         "task pydoc_topics); `matrixeval ls` lists names")
+    p.add_argument("--include_path", action="append", default=None, metavar="DIR",
+                   help="a folder of task files (.yaml/.yml/.json, searched recursively) or one task file whose tasks "
+                        "--tasks may name, as lm-eval's --include_path; repeat it or give a comma list")
     p.add_argument("--text_field", default=None,
                    help="field path of the text, e.g. text or choices.0.turns.0.content (overrides a recipe's text; "
                         "per task: --tasks NAME=FILE:FIELD)")
@@ -121,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--alpha_req_window", default=None, metavar="START:STOP",
                      help="α-ReQ's eigenvalue index window, 0-based [START, STOP) (default 10:100, as reptrix)")
     run.add_argument("--log_samples", action="store_true", help="also write samples_<task>_<timestamp>.jsonl")
-    sub.add_parser("ls", help="list tasks and metrics, one line each with what they read")
+    ls = sub.add_parser("ls", help="list tasks and metrics, one line each with what they read")
+    ls.add_argument("--include_path", action="append", default=None, metavar="DIR",
+                    help="also list the tasks of the task files in DIR (or one task file); repeat it or give a "
+                         "comma list")
     _add_compare(sub)
     _add_experiments(sub)
     return parser
@@ -168,6 +174,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         dist_timeout=a.dist_timeout, caveats=a.caveat, min_tokens=a.min_tokens, fixed_tokens=a.fixed_tokens,
         convention=a.convention, lbl_normalization=a.lbl_normalization, renyi_alpha=a.renyi_alpha,
         alpha_req_window=a.alpha_req_window,
+        include_path=a.include_path,
     )
     if out is not None:
         print(results_markdown(out))
@@ -178,15 +185,19 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_ls(a: argparse.Namespace) -> int:
-    from .data import list_tasks
+    from .data import list_tasks, task_names
+    from .data.taskfile import include_tasks
     from .metric_info import METRICS
 
-    tasks = list_tasks()
+    builtins = list_tasks()
+    user = include_tasks(a.include_path, reserved=task_names())
+    tasks = sorted([*builtins, *user.values()], key=lambda t: t.name)
     print("tasks:")
     width = max(len(t.name) for t in tasks)
     for t in tasks:
-        where = "built-in" if t.builtin else (t.hf_path or "local file")
-        print(f"  {t.name:<{width}} reads {', '.join(t.fields):<40} from {where}: {t.description}")
+        where = "built-in" if t.builtin else (t.hf_path or t.local_path or "NAME=LOCAL_FILE")
+        mark = f" [user task, {t.file}]" if t.name in user else ""
+        print(f"  {t.name:<{width}} reads {', '.join(t.fields):<40} from {where}: {t.description}{mark}")
     print("metrics:")
     width = max(len(name) for name in METRICS)
     for m in METRICS.values():

@@ -11,7 +11,7 @@ from .caveats import CaveatThresholds, parse_thresholds
 from .data import load_task, parse_task_specs, sample_fields
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
-from .metric_info import LM_HEAD, ROLLING, family_options, needs_rolling
+from .metric_info import LM_HEAD, ROLLING, NoLMHead, family_options, needs_rolling
 from .session import DEFAULT_MAX_LENGTH, EMBEDDED_DEFAULT_METRICS, Session
 
 __all__ = ["DEFAULT_MAX_LENGTH", "EMBEDDED_DEFAULT_METRICS", "evaluate"]
@@ -48,6 +48,7 @@ def evaluate(
     lbl_normalization: str | None = None,
     renyi_alpha: float | None = None,
     alpha_req_window: str | Sequence[int] | None = None,
+    include_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
 
@@ -71,26 +72,38 @@ def evaluate(
     max_tokens (its recipe or task file) apply when neither is given. `convention` (wei2024 |
     layer_by_layer), `lbl_normalization`, `renyi_alpha` and `alpha_req_window` ("START:STOP") define the family
     metrics (prompt_entropy, dataset_entropy, alpha_req); ``config["conventions"]`` records every value's.
+    `include_path` (folders or files, a list or a comma list) makes the tasks of those task files available by name; a task file may also
+    be named in `tasks` directly. With `metrics` None, the metrics the task files name (``metrics:`` or
+    ``metric_list:``) are measured, all those of every task that names some, in order.
     """
     if on_error not in ("skip", "fail"):
         raise MatrixEvalError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     caveats = parse_thresholds(caveats)
     family_options(convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
                    alpha_req_window=alpha_req_window)  # a bad option fails before any data loads
-    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)  # "" is an error, not the default
+    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks, include_path)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
                         sample_seed=sample_seed, on_error=on_error) for spec in specs]
+    from_files = [t.recipe for t in loaded if metrics is None and t.recipe is not None and t.recipe.metrics]
+    if from_files:
+        metrics = list(dict.fromkeys(m for recipe in from_files for m in recipe.metrics))
     rolls = {task.name: rolling or bool(task.recipe is not None and task.recipe.rolling) for task in loaded}
     asked = metrics.split(",") if isinstance(metrics, str) else list(metrics or ())
     for task in loaded:  # before the model loads
         needs_rolling([m.strip() for m in asked], rolls[task.name], task.name)
-    session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
-                      seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
-                      caveats=caveats, rolling=rolling, dist_timeout=dist_timeout, min_tokens=min_tokens,
-                      fixed_tokens=fixed_tokens,
-                      convention=convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
-                      alpha_req_window=alpha_req_window)
+    try:
+        session = Session(model_args, metrics=metrics, layers=layers, batch_size=batch_size, max_length=max_length,
+                          seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
+                          caveats=caveats, rolling=rolling, dist_timeout=dist_timeout, min_tokens=min_tokens,
+                          fixed_tokens=fixed_tokens, convention=convention, lbl_normalization=lbl_normalization,
+                          renyi_alpha=renyi_alpha, alpha_req_window=alpha_req_window)
+    except NoLMHead:
+        if not from_files:
+            raise
+        raise MatrixEvalError(f"task file {from_files[0].file} asks for metrics {', '.join(from_files[0].metrics)}, "
+                              "and loss/perplexity need a causal LM head this model lacks; pass --metrics or a "
+                              "causal LM in --model_args") from None
     results: dict[str, Any] = {}
     per_sample: dict[str, list[dict[str, Any]]] = {}
     for task in loaded:
@@ -106,7 +119,8 @@ def evaluate(
             per_sample[task.name] = [{**r, **sample_fields(by_id[r["doc_id"]])} for r in records]
     out = session.finish(results, per_sample=per_sample if log_samples else None,
                          extra_config={"limit": limit, "tasks": [s.name for s in specs],
-                                       "samples": {t.name: list(t.sample) for t in loaded if t.sample}})
+                                       "samples": {t.name: list(t.sample) for t in loaded if t.sample},
+                                       "task_files": {s.name: s.recipe.file for s in specs if s.recipe is not None}})
     if out is not None and "results_path" in out and len(session.layers) > 1:
         out["layers_plot"] = _layers_plot(out)
     return out

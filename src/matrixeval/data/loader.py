@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import MatrixEvalError
@@ -16,6 +17,7 @@ from .readers import DatasetRows
 from .readers import Row, describe_error, read_rows
 from .registry import TaskRecipe, get_task, task_names
 from .specs import TaskSpec
+from .taskfile import BUILTIN_TASKS_DIR
 
 __all__ = ["DEFAULT_SAMPLE_SEED", "Corpus", "Document", "Task", "load_task", "open_corpus", "sample_fields",
            "sample_seed_for", "SKIP_REASONS"]
@@ -97,7 +99,8 @@ def _hub_rows(recipe: TaskRecipe) -> DatasetRows:
     import datasets
 
     try:
-        dataset = datasets.load_dataset(recipe.hf_path, recipe.hf_name, split=recipe.split)
+        extra = {"data_files": recipe.data_files} if recipe.data_files else {}
+        dataset = datasets.load_dataset(recipe.hf_path, recipe.hf_name, split=recipe.split, **extra)
     except Exception as err:  # offline, missing, gated, renamed: all mean "give a local copy"
         raise MatrixEvalError(
             f"could not load data set {recipe.hf_path!r} for task {recipe.name!r} ({describe_error(err)}); "
@@ -107,11 +110,16 @@ def _hub_rows(recipe: TaskRecipe) -> DatasetRows:
 
 
 def _open(spec: TaskSpec, recipe: TaskRecipe | None, txt_split: str = "blank") -> tuple[str, Iterable[Row]]:
+    if recipe is not None and recipe.txt_split is not None:
+        txt_split = recipe.txt_split  # the task file's own split wins over the run's
+    split = recipe.split if recipe is not None else None
     if spec.path is not None:
-        return spec.path, read_rows(spec.path, spec.name, txt_split=txt_split)
+        return spec.path, read_rows(spec.path, spec.name, txt_split=txt_split, split=split)
     assert recipe is not None
     if recipe.builtin is not None:
         return "builtin", [Row(i, f"{recipe.name} record {i}", r) for i, r in enumerate(recipe.builtin())]
+    if recipe.local_path is not None:
+        return recipe.local_path, read_rows(recipe.local_path, spec.name, txt_split=txt_split, split=split)
     if recipe.hf_path is not None:
         return recipe.hf_path, _hub_rows(recipe)
     raise MatrixEvalError(f"task {spec.name!r} has no built-in or hub data; pass a file with {spec.name}=LOCAL_FILE")
@@ -168,26 +176,33 @@ def _detect_text_field(record: Mapping[str, Any], where: str) -> str:
     )
 
 
-def _text(row: Row, to_text: Callable[[Mapping[str, Any]], Any] | None, task: str) -> str:
-    """The document text of `row`, or _Skip with the reason it has none."""
-    if row.problem is not None:
-        raise _Skip(*row.problem)
-    assert row.record is not None and to_text is not None
+def _convert(row: Row, fn: Callable[[Mapping[str, Any]], Any], task: str, origin: str | None) -> Any:
+    """`fn(record)`, or _Skip naming the field it lacks; `origin` ("FILE: KEY") says which task file key read it."""
+    assert row.record is not None
+    told = f" (read by {origin})" if origin else ""
     try:
-        text = to_text(row.record)
+        return fn(row.record)
     except MissingField as err:
         present = ", ".join(map(str, row.record)) or "none"
         raise _Skip(
             "missing_field",
-            f"{row.where}: task {task!r} needs field {err.field} (fields present: {present}); "
+            f"{row.where}: task {task!r} needs field {err.field}{told} (fields present: {present}); "
             "fix the data, pass --text_field, or use on_error='skip' to drop such records",
         ) from None
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         raise _Skip(
             "invalid_record",
-            f"{row.where}: task {task!r} cannot read this record ({describe_error(err)}); "
+            f"{row.where}: task {task!r} cannot read this record{told} ({describe_error(err)}); "
             "fix the data or use on_error='skip' to drop such records",
         ) from None
+
+
+def _text(row: Row, to_text: Callable[[Mapping[str, Any]], Any] | None, task: str, origin: str | None = None) -> str:
+    """The document text of `row`, or _Skip with the reason it has none."""
+    if row.problem is not None:
+        raise _Skip(*row.problem)
+    assert row.record is not None and to_text is not None
+    text = _convert(row, to_text, task, origin)
     if text is None:
         raise _Skip("no_text_from_recipe")
     if not isinstance(text, str):
@@ -199,6 +214,17 @@ def _text(row: Row, to_text: Callable[[Mapping[str, Any]], Any] | None, task: st
     if not text.strip():
         raise _Skip("empty_text")
     return text
+
+
+def _context(row: Row, to_context, task: str, origin: str | None) -> str | None:
+    """The context a task file's doc_to_context reads for `row` (None: none, a plain document)."""
+    if to_context is None:
+        return None
+    context = _convert(row, to_context, task, origin)
+    if context is not None and not isinstance(context, str):
+        raise _Skip("invalid_record", f"{row.where}: the context for task {task!r} is a {type(context).__name__}, "
+                                      f"not a string{f' (read by {origin})' if origin else ''}")
+    return context
 
 
 def _check_options(limit: int | None, on_error: str) -> None:
@@ -244,7 +270,8 @@ def load_task(
     if plan is not None:
         rows = _sample(rows, *plan)
     to_text = _plain_text(text_field) if text_field is not None else recipe.to_text if recipe else None
-    documents, skipped, n_records = _collect(rows, to_text, spec.name, limit, on_error)
+    documents, skipped, n_records = _collect(rows, to_text, spec.name, limit, on_error, recipe,
+                                             user_text=text_field is not None)
     if not documents:
         raise MatrixEvalError(
             f"task {spec.name!r} has no usable documents ({n_records} records read from {source}; "
@@ -264,6 +291,7 @@ class Corpus:
     recipe: TaskRecipe | None
     to_text: Callable[[Mapping[str, Any]], Any] | None
     on_error: OnError
+    user_text: bool = False  # the text is --text_field's (or the spec's FILE:FIELD), not the recipe's
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -275,7 +303,7 @@ class Corpus:
         if chosen and not (0 <= chosen[0] and chosen[-1] < len(self.rows)):
             raise MatrixEvalError(f"record index out of range for the {len(self.rows)} records of {self.spec.name!r}")
         documents, skipped, n_records = _collect((self.rows[i] for i in chosen), self.to_text, self.spec.name,
-                                                 None, self.on_error)
+                                                 None, self.on_error, self.recipe, user_text=self.user_text)
         return Task(self.spec.name, self.source, documents, dict(skipped), n_records, self.recipe)
 
 
@@ -300,12 +328,13 @@ def open_corpus(
     if to_text is None and len(rows) and rows[0].record is not None:
         to_text = _plain_text(_detect_text_field(rows[0].record, rows[0].where))
     if limit is not None:
-        documents, _, n_records = _collect(rows, to_text, spec.name, limit, on_error)
+        documents, _, n_records = _collect(rows, to_text, spec.name, limit, on_error, recipe,
+                                           user_text=text_field is not None)
         if documents:
             rows = _Prefix(rows, n_records)
     if not len(rows):
         raise MatrixEvalError(f"task {spec.name!r} has no records ({source}); check the data")
-    return Corpus(spec, source, rows, recipe, to_text, on_error)
+    return Corpus(spec, source, rows, recipe, to_text, on_error, user_text=text_field is not None)
 
 
 class _Prefix(Sequence[Row]):
@@ -322,12 +351,25 @@ class _Prefix(Sequence[Row]):
 
 
 def _recipe(spec: TaskSpec) -> TaskRecipe | None:
+    if spec.recipe is not None:
+        return spec.recipe
     return get_task(spec.name) if spec.path is None or spec.name in task_names() else None
 
 
-def _collect(rows: Iterable[Row], to_text, name: str, limit: int | None,
-             on_error: str) -> tuple[list[Document], Counter[str], int]:
-    """Documents from rows until `limit` are kept: (documents, skip reasons counted, records read)."""
+def _origin(recipe: TaskRecipe | None, key: str) -> str | None:
+    """"FILE: KEY" for a user's task file (messages about a built-in name the task alone)."""
+    if recipe is None or recipe.file is None or Path(recipe.file).parent == BUILTIN_TASKS_DIR:
+        return None
+    return f"{recipe.file}: {key}"
+
+
+def _collect(rows: Iterable[Row], to_text, name: str, limit: int | None, on_error: str,
+             recipe: TaskRecipe | None = None, *, user_text: bool = False) -> tuple[list[Document], Counter[str], int]:
+    """Documents from rows until `limit` are kept: (documents, skip reasons counted, records read). A recipe's
+    `to_context` gives each document its context (read, never measured)."""
+    to_context = recipe.to_context if recipe is not None else None
+    text_origin = None if user_text else _origin(recipe, "doc_to_text")
+    context_origin = _origin(recipe, "doc_to_context")
     documents: list[Document] = []
     skipped: Counter[str] = Counter()
     n_records = 0
@@ -338,10 +380,16 @@ def _collect(rows: Iterable[Row], to_text, name: str, limit: int | None,
         if to_text is None and row.record is not None:
             to_text = _plain_text(_detect_text_field(row.record, row.where))
         try:
-            documents.append(Document(row.index, _text(row, to_text, name), row.record, where=row.where))
+            text = _text(row, to_text, name, text_origin)
+            context = _context(row, to_context, name, context_origin)
+            documents.append(Document(row.index, text, row.record, context=context, where=row.where))
         except _Skip as skip:
+            # A user's task file whose doc_to_text/doc_to_context cannot read the very first record is wrong, not
+            # the record: an error even under on_error="skip", naming the file and the key.
+            told = skip.reason in ("missing_field", "invalid_record") and n_records == 1 and (
+                text_origin is not None or context_origin is not None) and "(read by " in str(skip)
             if skip.reason in _ERROR_REASONS:
-                if on_error == "fail":
+                if on_error == "fail" or told:
                     raise MatrixEvalError(str(skip)) from None
                 if sum(skipped[r] for r in _ERROR_REASONS) < _MAX_WARNINGS:
                     logger.warning("skipping %s", skip)

@@ -60,6 +60,11 @@ def _read_text(path: Path) -> str:
     return _decode(data, path)
 
 
+# Python's json parser recurses once per level: a value nested deeper than the interpreter's limit (about 1000)
+# is refused as a malformed record, not a RecursionError.
+_TOO_DEEP = "JSON nested too deeply to read (more levels than Python's recursion limit)"
+
+
 def _object_or_problem(value: Any, what: str) -> tuple[Mapping[str, Any] | None, str | None]:
     if isinstance(value, dict):
         return value, None
@@ -79,6 +84,8 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
                 record, problem = _object_or_problem(json.loads(line), "per line")
             except json.JSONDecodeError as err:
                 record, problem = None, f"invalid JSON ({err.msg} at column {err.colno})"
+            except RecursionError:
+                record, problem = None, _TOO_DEEP
             yield Row(index, where, record, problem and ("malformed_line", f"{where}: {problem}"))
             index += 1
 
@@ -106,6 +113,8 @@ def _read_json(path: Path) -> Iterator[Row]:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise MatrixEvalError(f"{path}:{err.lineno}:{err.colno}: invalid JSON ({err.msg}); fix the file") from None
+    except RecursionError:
+        raise MatrixEvalError(f"{path}: {_TOO_DEEP}; fix the file") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         columns = _columns_as_records(data) if len(lists) > 1 else None
@@ -222,8 +231,8 @@ class DatasetRows(Sequence[Row]):
             yield Row(i, f"{self._where} record {i}", record)
 
 
-def _read_saved_dataset(path: Path) -> DatasetRows:
-    """A folder written by `Dataset.save_to_disk` (or one split of a `DatasetDict`'s)."""
+def _read_saved_dataset(path: Path, split: str | None = None) -> DatasetRows:
+    """A folder written by `Dataset.save_to_disk` (or one split of a `DatasetDict`'s: the only one, or `split`)."""
     import datasets
 
     try:
@@ -232,6 +241,8 @@ def _read_saved_dataset(path: Path) -> DatasetRows:
         raise MatrixEvalError(f"{path}: could not read the saved data set ({describe_error(err)}); "
                               "give a folder written by datasets' save_to_disk") from None
     if isinstance(data, datasets.DatasetDict):
+        if split in data and len(data) != 1:
+            return DatasetRows(data[split], str(path / split))
         if len(data) != 1:
             raise MatrixEvalError(f"{path}: the saved data set holds splits {', '.join(data)}; give one of them, "
                                   f"e.g. {path / next(iter(data))}")
@@ -266,9 +277,10 @@ def _format_suffix(path: Path) -> str:
     return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix.lower()
 
 
-def read_rows(path: str | Path, task: str, *, txt_split: str = "blank") -> Iterable[Row]:
+def read_rows(path: str | Path, task: str, *, txt_split: str = "blank", split: str | None = None) -> Iterable[Row]:
     """Rows of a local file, by its extension (a trailing .gz is decompressed), or of a folder saved by
-    `datasets`; `txt_split` (one of TXT_SPLITS) cuts a .txt file into documents."""
+    `datasets` (of a DatasetDict's several splits, `split`); `txt_split` (one of TXT_SPLITS) cuts a .txt file
+    into documents."""
     path = Path(path)
     if txt_split not in TXT_SPLITS:
         raise MatrixEvalError(f"unknown txt split {txt_split!r}; use one of {', '.join(TXT_SPLITS)}")
@@ -276,7 +288,7 @@ def read_rows(path: str | Path, task: str, *, txt_split: str = "blank") -> Itera
         raise MatrixEvalError(f"data file for task {task!r} not found: {str(path)!r}; check the path")
     if path.is_dir():
         if _is_saved_dataset(path):
-            return _read_saved_dataset(path)
+            return _read_saved_dataset(path, split)
         raise MatrixEvalError(f"data path for task {task!r} is a folder but not one saved by datasets' "
                               f"save_to_disk: {str(path)!r}; give a file or such a folder")
     suffix = _format_suffix(path)

@@ -30,7 +30,7 @@ class TaskRecipe:
     name: str
     description: str
     fields: tuple[str, ...]
-    to_text: Callable[[Record], str | None]
+    to_text: Callable[[Record], str | None] | None  # None: the field `text`, else the record's only string field
     hf_path: str | None = None
     hf_name: str | None = None
     split: str = "train"
@@ -46,6 +46,15 @@ class TaskRecipe:
     # Rolling mode: the text whose words and bytes word_perplexity etc. count (None: the scored text, as lm-eval's
     # default; its wikitext counts the page before detokenisation).
     count_text: Callable[[Record], str] | None = None
+    # From task files (data/taskfile.py; the built-ins are such files too): the text read before each document as
+    # context only (Document.context), a local data file or folder, the hub's data_files, a .txt split, the
+    # metrics a run measures when it names none, and the task file itself (None for a recipe made in code).
+    to_context: Callable[[Record], str | None] | None = None
+    local_path: str | None = None
+    data_files: str | None = None
+    txt_split: str | None = None
+    metrics: tuple[str, ...] | None = None
+    file: str | None = None
 
 
 _REGISTRY: dict[str, TaskRecipe] = {}

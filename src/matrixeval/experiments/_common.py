@@ -2,7 +2,8 @@
 
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
-on_error, log_samples, sample_size, sample_seed, rolling, dist_timeout, min_tokens, fixed_tokens, caveat). :func:`finish` writes
+on_error, log_samples, sample_size, sample_seed, rolling, dist_timeout, min_tokens, fixed_tokens, caveat,
+include_path). :func:`finish` writes
 ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
@@ -46,6 +47,7 @@ __all__ = [
     "positive_ints",
     "print_report",
     "question_answer",
+    "require_causal_model",
     "sample_values",
     "short_name",
 ]
@@ -70,6 +72,7 @@ class Options:
     log_samples: bool = False
     sample_size: int | None = None
     sample_seed: int | None = None
+    include_path: str | Sequence[str] | None = None  # folders (or files) of task files whose tasks --tasks may name
     rolling: bool = False
     dist_timeout: float = 600.0
     min_tokens: int | None = None
@@ -142,10 +145,19 @@ def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str
     return session
 
 
+def require_causal_model(model_args: str | Mapping[str, Any] | None, experiment: str, why: str) -> None:
+    """Before anything loads: one line when no model is given to an experiment whose default model cannot run it
+    (the packaged MiniLM is an encoder, with no causal LM head)."""
+    if model_args is None or (isinstance(model_args, str) and not model_args.strip()):
+        raise MatrixEvalError(f"{experiment}: a causal LM head is needed to {why}, and the default model (the "
+                              "packaged MiniLM encoder) has none; pass --model_args pretrained=ID_OR_PATH of a causal "
+                              "LM (e.g. pretrained=EleutherAI/pythia-160m)")
+
+
 def load_tasks(tasks: str | Sequence[str] | None, opts: Options, *, default: str = DEFAULT_TASK,
                limit: int | None | str = "options") -> list[Task]:
     """Load every task named in `tasks` (default `default`); `limit` overrides the options' limit."""
-    specs = parse_task_specs(default if tasks is None else tasks)
+    specs = parse_task_specs(default if tasks is None else tasks, opts.include_path)
     lim = opts.limit if limit == "options" else limit
     return [load_task(s, text_field=opts.text_field, txt_split=opts.txt_split, limit=lim, sample_size=opts.sample_size,
                       sample_seed=opts.sample_seed, on_error=opts.on_error) for s in specs]

@@ -27,7 +27,9 @@ Output columns (table .md/.csv next to benchmark_<timestamp>.json, and the "tabl
   <metric>          the metric on question + correct answer (default matrix_entropy, loss, perplexity)
   <metric>_stderr   its standard error over samples
 The results entry of each task holds the metrics plus accuracy and acc_norm (so `matrixeval compare`
-correlates them), n_questions and n_questions_truncated; the JSON's "questions" section lists, per task and
+correlates them), n_questions, n_questions_truncated and n_questions_rejected (records that are no valid
+question: an answer key that names no choice, fewer than 2 choices, an empty choice or continuation; an error
+naming the file and line unless --on_error skip, which leaves them out of every column); the JSON's "questions" section lists, per task and
 question, the gold index, each choice's log-likelihood and the predictions. Plot: <stem>.png, accuracy and
 acc_norm per task.
 """
@@ -35,14 +37,17 @@ acc_norm per task.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..data import Document
+from ..data import Document, parse_task_specs
 from ..errors import MatrixEvalError
 from . import _common as common
+
+logger = logging.getLogger(__name__)
 
 DESCRIPTION = "multiple-choice accuracy (log-likelihood, lm-eval style) beside ME/loss/PPL (entropy paper Table 1)"
 DEFAULT_TASKS = "openbookqa,winogrande,piqa"
@@ -72,25 +77,46 @@ def run(args: argparse.Namespace) -> int:
     return common.print_report(out)
 
 
+class BadQuestion(ValueError):
+    """A record that is no valid multiple-choice question (it would be scored as a miss, or as a sure hit)."""
+
+
 def _choices(texts: Sequence[str]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    if not isinstance(texts, (list, tuple)) or len(texts) < 2:
+        raise BadQuestion(f"{len(texts) if isinstance(texts, (list, tuple)) else 'no'} choices; a question needs "
+                          "at least 2")
+    if not all(isinstance(t, str) and t.strip() for t in texts):
+        raise BadQuestion("a choice is empty or not a string")
     return tuple(" " + t for t in texts), tuple(len(t) for t in texts)
+
+
+def _gold(key: Any, labels: Sequence[str]) -> int:
+    if key not in labels:
+        raise BadQuestion(f"answer key {key!r} is none of the {len(labels)} choices' labels {', '.join(labels)}")
+    return list(labels).index(key)
 
 
 def openbookqa_question(record: Mapping[str, Any]) -> Question:
     stem = record["question_stem"]
     if "choice_texts" in record:  # the local copy
-        texts, labels, key = record["choice_texts"], "ABCDEFGH", record["answer_key"]
+        texts, key = record["choice_texts"], record["answer_key"]
+        labels = list("ABCDEFGH"[: len(texts)]) if isinstance(texts, list) else []
     else:  # the hub layout
         texts, labels = record["choices"]["text"], list(record["choices"]["label"])
         key = record.get("answerKey", record.get("answer_key"))
     continuations, lengths = _choices(texts)
-    return Question((stem,) * len(texts), continuations, list(labels).index(key), lengths)
+    if len(labels) != len(texts):
+        raise BadQuestion(f"{len(texts)} choices but {len(labels)} labels")
+    return Question((stem,) * len(texts), continuations, _gold(key, labels), lengths)
 
 
 def piqa_question(record: Mapping[str, Any]) -> Question:
     texts = [record["sol1"], record["sol2"]]
     continuations, lengths = _choices(texts)
-    return Question((f"Question: {record['goal']}\nAnswer:",) * 2, continuations, int(record["label"]), lengths)
+    label = record["label"]
+    if isinstance(label, bool) or str(label).strip() not in ("0", "1"):
+        raise BadQuestion(f"label {label!r} is neither 0 (sol1) nor 1 (sol2)")
+    return Question((f"Question: {record['goal']}\nAnswer:",) * 2, continuations, int(label), lengths)
 
 
 def winogrande_question(record: Mapping[str, Any]) -> Question:
@@ -100,7 +126,14 @@ def winogrande_question(record: Mapping[str, Any]) -> Question:
         sentence = record["sentence"]
         cut = sentence.index("_")
         contexts = [sentence[:cut] + record["option1"], sentence[:cut] + record["option2"]]
-        rest, gold = sentence[cut + 1:].strip(), int(record["answer"]) - 1
+        answer = str(record["answer"]).strip()
+        if answer not in ("1", "2"):
+            raise BadQuestion(f"answer {record['answer']!r} is neither 1 nor 2")
+        rest, gold = sentence[cut + 1:].strip(), int(answer) - 1
+    if not isinstance(rest, str) or not rest.strip():
+        raise BadQuestion("the continuation is empty: every option would score the same (nothing is scored)")
+    if len(contexts) < 2 or not 0 <= gold < len(contexts) or isinstance(record.get("gold"), bool):
+        raise BadQuestion(f"gold {gold!r} is no index into the {len(contexts)} options")
     continuation = " " + rest.strip()
     n = len(contexts)
     return Question(tuple(contexts), (continuation,) * n, gold, (len(rest.strip()),) * n)
@@ -122,21 +155,29 @@ def benchmark_experiment(
     ``questions``) on rank 0 and None elsewhere.
     """
     opts = common.options(common_options)
+    parse_task_specs(DEFAULT_TASKS if tasks is None else tasks, opts.include_path)  # an empty --tasks is said first
+    common.require_causal_model(model_args, "benchmark", "score choices by their log-likelihood")
     metrics = common.parse_list(metrics or DEFAULT_METRICS, str, "metrics")
     if "loss" not in metrics:
         metrics.append("loss")  # the choices' log-likelihoods come from the loss computation
     loaded = common.load_tasks(tasks, opts, default=DEFAULT_TASKS)  # data first: a bad file fails before a large model loads
-    session = common.open_causal_session(model_args, metrics, opts, "score choices by their log-likelihood")
     results: dict[str, Any] = {}
     per_sample: dict[str, list] = {}
     questions_out: dict[str, list] = {}
     rows: list[dict[str, Any]] = []
-    for task in loaded:
+    for task in loaded:  # every record is checked before the model loads
         if task.name not in QUESTIONS:
             raise MatrixEvalError(f"benchmark scores {', '.join(QUESTIONS)}; task {task.name!r} is none of them "
                                   "(give e.g. piqa=LOCAL_FILE)")
-        questions = _questions(task)
+    checked = {task.name: _questions(task, opts.on_error) for task in loaded}
+    session = common.open_causal_session(model_args, metrics, opts, "score choices by their log-likelihood")
+    for task in loaded:
+        questions, rejected = checked[task.name]
         questions_by_id = dict(questions)
+        if rejected:
+            kept = {doc_id for doc_id, _ in questions}
+            task.documents = [d for d in task.documents if d.doc_id in kept]  # nor measured for the metrics
+            task.skipped["invalid_record"] = task.skipped.get("invalid_record", 0) + rejected
         stride = max(len(q.contexts) for _, q in questions)
         choice_docs = [Document(doc_id * stride + i, cont, {}, context=ctx)
                        for doc_id, q in questions for i, (ctx, cont) in enumerate(zip(q.contexts, q.continuations))]
@@ -149,7 +190,8 @@ def benchmark_experiment(
         acc = _proportion([s["pred"] == s["gold"] for s in scored])
         acc_norm = _proportion([s["pred_norm"] == s["gold"] for s in scored])
         entry.update(accuracy=acc[0], accuracy_stderr=acc[1], acc_norm=acc_norm[0], acc_norm_stderr=acc_norm[1],
-                     n_questions=len(scored), n_questions_truncated=len(questions) - len(scored))
+                     n_questions=len(scored), n_questions_truncated=len(questions) - len(scored),
+                     n_questions_rejected=rejected)
         results[task.name], per_sample[task.name] = entry, records
         per_sample[f"{task.name}/choices"] = choice_records
         questions_out[task.name] = scored
@@ -165,16 +207,28 @@ def benchmark_experiment(
                          higher_is_better={"accuracy": True, "acc_norm": True}, questions=questions_out)
 
 
-def _questions(task) -> list[tuple[int, Question]]:
+def _questions(task, on_error: str = "fail") -> tuple[list[tuple[int, Question]], int]:
+    """The task's questions by doc_id, and how many records were rejected (only with on_error "skip"; else the
+    first bad record is an error naming its file and line)."""
     make = QUESTIONS[task.name]
-    out = []
+    out, rejected = [], 0
     for doc in task.documents:
         try:
             out.append((doc.doc_id, make(doc.record)))
         except (KeyError, ValueError, IndexError, TypeError) as err:
-            raise MatrixEvalError(f"task {task.name!r} record {doc.doc_id} is not a multiple-choice question "
-                                  f"({type(err).__name__}: {err}); check the file's layout") from None
-    return out
+            reason = str(err) if isinstance(err, BadQuestion) else f"{type(err).__name__}: {err}"
+            where = doc.where or f"record {doc.doc_id}"
+            message = f"{where}: task {task.name!r}: not a valid multiple-choice question ({reason})"
+            if on_error == "fail":
+                raise MatrixEvalError(f"{message}; fix the record, or pass --on_error skip to leave such "
+                                      "questions out (counted as n_questions_rejected)") from None
+            if rejected < 5:
+                logger.warning("skipping %s", message)
+            rejected += 1
+    if not out:
+        raise MatrixEvalError(f"task {task.name!r}: none of its {len(task.documents)} records is a valid "
+                              "multiple-choice question; check the file's layout")
+    return out, rejected
 
 
 def score(questions: Sequence[tuple[int, Question]], records: Mapping[int, Mapping[str, Any]],

@@ -117,7 +117,7 @@ def sampling_experiment(
         raise MatrixEvalError("experiment sampling draws its own subsets (--sizes) from the whole corpus; "
                               "drop --sample_size")
     # Data first (a bad file or a missing hub data set fails before a large model loads), and every draw too.
-    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks)
+    specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks, opts.include_path)
     prepared, capped, seeds = [], {}, {}
     for spec in specs:
         corpus = open_corpus(spec, text_field=opts.text_field, txt_split=opts.txt_split, limit=opts.limit,
