@@ -83,7 +83,7 @@ metric_list:
 num_fewshot: 0
 """)
     recipe = read_task_file(path)
-    assert recipe.rolling and recipe.txt_split == "wikitext" and recipe.metrics == ("perplexity",)
+    assert recipe.rolling and recipe.txt_split == "wikitext" and recipe.metrics == ("word_perplexity", "perplexity")  # both are matrixeval metrics
     task = load_task(TaskSpec(recipe.name, recipe=recipe), txt_split="line")  # the task file's split wins
     lines = txt.read_text(encoding="utf-8").split("\n")[:-1]
     heads = [i for i, line in enumerate(lines) if re.fullmatch(r" = [^=].* = ", line)]
@@ -152,7 +152,7 @@ def test_json_function_string_and_a_template_reproduce_builtins(tmp_path):
 def test_builtins_are_shipped_task_files():
     files = sorted(BUILTIN_TASKS_DIR.glob("*.yaml"))
     builtins = list_tasks()
-    assert sorted(Path(t.file) for t in builtins) == files and len(files) == 16
+    assert sorted(Path(t.file) for t in builtins) == files and len(files) == 17
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["matrixeval"]
     shipped = {p for pattern in patterns for p in (ROOT / "src" / "matrixeval").glob(pattern)}
