@@ -100,6 +100,8 @@ def cases(root: Path) -> list[Case]:
         Case("multimodal", ["experiment", "multimodal", "--model_args", f"pretrained={llava},dtype=float32",
                             "--device", "cpu", "--tasks", f"pics={pics}", "--image_root", str(images),
                             "--rotate", "90"], "*/multimodal_*.json", [2, 8]),
+        Case("responses", ["experiment", "responses", *common, "--max_new_tokens", "4", "--sample", "--seed", "3",
+                           "--metrics", "matrix_entropy,loss"], "*/responses_*.json", [2, 6]),
         Case("adapter --train", ["experiment", "adapter", *common, "--train", "--epochs", "3", "--lora_r", "2"],
              "*/adapter*.json", [1], kill_on="**/lora-*.state.pt"),
         Case("augment", ["experiment", "augment", *common, "--n_views", "2", "--layers", "0,-1"],

@@ -6,7 +6,7 @@ import pytest
 
 from tests import fault_campaign as fc
 
-NAMES = ["run", "sentence-ops", "prompt", "length", "sampling", "benchmark", "checkpoints", "multimodal", "adapter --train", "augment"]
+NAMES = ["run", "sentence-ops", "prompt", "length", "sampling", "benchmark", "checkpoints", "multimodal", "responses", "adapter --train", "augment"]
 
 
 @pytest.fixture(scope="module")
