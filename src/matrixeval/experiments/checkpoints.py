@@ -639,7 +639,7 @@ def _plotter(results: Mapping[str, Any], rows: list[dict[str, Any]], session, ti
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
         if has_init:
-            handles[f"init: random weights, seed {session.seed} (step 0)"] = Line2D(
+            handles[f"init: random weights, seed {session.seed} (step 0); its bar: 95 % bootstrap interval"] = Line2D(
                 [], [], marker="D", markerfacecolor="none", color="gray", linestyle="none")
         if has_band:
             handles["shaded: 95 % bootstrap interval of the mean over documents"] = Patch(color="gray", alpha=0.25)
