@@ -132,7 +132,7 @@ def test_a_killed_sweep_resumes_at_the_checkpoint_and_sample_where_it_stopped(sw
     assert not list(tmp_path.rglob("checkpoints_*.json")), "a killed sweep must not leave a results file"
     resumed = _sweep(trained, tmp_path)
     n_resumed = {k: v["n_resumed"] for k, v in resumed["results"].items()}
-    assert n_resumed["heldout/step20"] == LIMIT and n_resumed["heldout/step60"] == n_resumed["heldout/step0"] == 0
+    assert n_resumed["heldout/step20"] == LIMIT and n_resumed["heldout/step60"] == n_resumed["heldout/init"] == 0
     assert 4 <= n_resumed["heldout/step40"] < LIMIT  # mid-checkpoint: the stored batches, not more
     assert resumed["table"] == sweep[0]["table"]  # identical to the uninterrupted sweep
     again = _sweep(trained, tmp_path)
