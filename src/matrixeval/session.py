@@ -207,6 +207,9 @@ class Session:
         self.seed = seed
         self.caveats = caveats or CaveatThresholds()
         self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
+        # What the stored Diff-eRank values are relative to (part of the store's key): the seeded init, or what a
+        # caller that replaces `reference` (experiment checkpoints --baseline) sets here.
+        self.reference_key: Any = seed
         limit = self.lm.max_positions or max(max_length, self.fixed_tokens or 0)
         if self.fixed_tokens is not None and self.fixed_tokens > limit:
             raise MatrixEvalError(f"fixed_tokens {self.fixed_tokens} exceeds the {limit} positions of "
@@ -237,6 +240,7 @@ class Session:
         min_tokens: int | None = None,
         max_tokens: int | None = None,
         token_controls: bool = True,
+        label: str | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]] | tuple[None, None]:
         """Measure `documents` as task `name`: (results entry, per-sample records) on rank 0, (None, None) elsewhere.
 
@@ -249,6 +253,9 @@ class Session:
         Documents the controls drop are counted in ``skipped_by_status["too_short"]``; the entry records the
         controls in force (``min_tokens``, ``fixed_tokens``, ``max_length``). `token_controls` False measures
         every document at the session's max_length whatever the controls (e.g. answer choices scored together).
+
+        `label` is how the progress bar and the resume and warning lines name the work (default `name`), e.g.
+        ``"wikitext @ checkpoint-500"``; the store's key uses `name` only.
 
         Raises MatrixEvalError when no sample has a defined spectral value, so no results file claims numbers,
         unless `require_spectral` is False (a caller that only reads log-likelihoods, e.g. one-token choices).
@@ -297,7 +304,7 @@ class Session:
             "exclude_bos": self.cfg.exclude_bos,
             "layers": list(self.cfg.layers),
             "need_loss": self.cfg.need_loss,
-            "diff_erank_seed": self.seed if self.reference is not None else None,
+            "diff_erank_seed": self.reference_key if self.reference is not None else None,
             "batch_size": self.batch_size,
             "device_type": self.lm.device.type,
         }
@@ -319,7 +326,8 @@ class Session:
             store = ShardStore(self.store_root / f"{safe}-{config_key(key_config)}", key_config)
         else:
             store = NullStore()
-        run = run_task(self.lm, encoded, cfg, store, self.world, self.sizer, reference=self.reference, desc=name)
+        run = run_task(self.lm, encoded, cfg, store, self.world, self.sizer, reference=self.reference,
+                       desc=label or name)
         entry, error = None, None
         if run is not None and cfg.rolling:
             self.rolled.add(name)
@@ -345,25 +353,28 @@ class Session:
             raise MatrixEvalError(error)
         if run is None:
             return None, None
+        label = label or name
         nonfinite = entry["skipped_by_status"].get("nonfinite")
         if nonfinite:
-            logger.warning(
-                "task %s: %d samples had NaN/Inf hidden states and were excluded; fp16 overflows easily, "
-                "load the model with dtype=bfloat16 or float32", name, nonfinite,
-            )
+            dtype = str(self.lm.dtype).replace("torch.", "")
+            advice = ("fp16 overflows easily, load the model with dtype=bfloat16 or float32" if dtype == "float16"
+                      else f"in a {dtype} model this points to NaN/Inf weights or activations, not overflow of "
+                      "the dtype: check the checkpoint")
+            logger.warning("task %s: %d samples had NaN/Inf hidden states and were excluded; %s",
+                           label, nonfinite, advice)
         if entry.get("loss_n_nonfinite"):
             logger.warning("task %s: %d samples had a NaN/Inf loss and were left out of every loss and perplexity "
-                           "value (loss_n_nonfinite)", name, entry["loss_n_nonfinite"])
+                           "value (loss_n_nonfinite)", label, entry["loss_n_nonfinite"])
         if run.n_resumed or run.n_torn:
-            print(f"task {name}: resumed {run.n_resumed} of {len(documents)} from the store "
+            print(f"task {label}: resumed {run.n_resumed} of {len(documents)} from the store "
                   f"({run.n_torn} torn lines recomputed)", file=sys.stderr)
         entry["source"] = source
         entry["rolling"] = cfg.rolling
         entry["n_torn_store_lines"] = run.n_torn
         entry.update(min_tokens=floor, fixed_tokens=fixed, max_length=max_length)
         entry["warnings"] = []
-        report_caveats(entry, name, task_caveats(run.records, entry, metrics=self.metrics,
-                                                 hidden_size=self.lm.hidden_size, thresholds=self.caveats))
+        report_caveats(entry, label, task_caveats(run.records, entry, metrics=self.metrics,
+                                                  hidden_size=self.lm.hidden_size, thresholds=self.caveats))
         return entry, run.records
 
     def _with_windows(self, name: str, documents: Sequence[Document], encoded: list, max_length: int) -> list:

@@ -132,7 +132,7 @@ def test_a_killed_sweep_resumes_at_the_checkpoint_and_sample_where_it_stopped(sw
     assert not list(tmp_path.rglob("checkpoints_*.json")), "a killed sweep must not leave a results file"
     resumed = _sweep(trained, tmp_path)
     n_resumed = {k: v["n_resumed"] for k, v in resumed["results"].items()}
-    assert n_resumed["heldout/step20"] == LIMIT and n_resumed["heldout/step60"] == n_resumed["heldout/step0"] == 0
+    assert n_resumed["heldout/step20"] == LIMIT and n_resumed["heldout/step60"] == n_resumed["heldout/init"] == 0
     assert 4 <= n_resumed["heldout/step40"] < LIMIT  # mid-checkpoint: the stored batches, not more
     assert resumed["table"] == sweep[0]["table"]  # identical to the uninterrupted sweep
     again = _sweep(trained, tmp_path)
@@ -201,3 +201,153 @@ def test_two_folders_of_one_step_are_an_error(tmp_path):
     (tmp_path / "b-5").mkdir()
     with pytest.raises(MatrixEvalError, match="share step 5"):
         resolve_checkpoints(None, str(tmp_path / "*"))
+
+
+# --- issue 16/18 rows: each reproduces the reported case, then asserts the fixed behaviour ---------------------
+
+TEXTS = [{"text": t} for t in ("the cat sat on the mat and looked at the dog .",
+                               "a dog ran across the green field to find a stick .",
+                               "we compress text into hidden states and measure their rank .")]
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in TEXTS))
+    return path
+
+
+def _folders(root: Path, models: dict[str, Path]) -> Path:
+    import shutil
+
+    for name, src in models.items():
+        shutil.copytree(src, root / name)
+    return root
+
+
+def _quick(root, task_file, out, **kw):
+    kw.setdefault("metrics", "matrix_entropy,diff_erank,loss")
+    return checkpoints_experiment(tasks=str(task_file), checkpoints=str(root / "checkpoint-*"), output_path=out,
+                                  batch_size=4, max_length=32, **kw)
+
+
+def test_a_shared_store_gives_each_architecture_its_own_init(gpt2_path, llama_path, task_file, tmp_path, capsys):
+    store = tmp_path / "store"
+    g = _folders(tmp_path / "g", {"checkpoint-10": gpt2_path})
+    ll = _folders(tmp_path / "l", {"checkpoint-10": llama_path})
+    first = _quick(g, task_file, tmp_path / "out", include_init=True, store=store)
+    second = _quick(ll, task_file, tmp_path / "out", include_init=True, store=store)
+    inits = sorted(store.glob("random_init_seed1234-*"))
+    assert len(inits) == 2  # today: one folder, GPT-2's, reused for Llama
+    used = {s["checkpoint"]: s["model_name"] for s in second["sweep"]}
+    init_dir = next(d for d in inits if d.name in used["init"])
+    assert json.loads((init_dir / "config.json").read_text())["model_type"] == "llama"
+    assert second["table"][0]["checkpoint"] == "init" and second["table"][0]["diff_erank"] == pytest.approx(0, abs=1e-9)
+    assert first["table"][0]["matrix_entropy"] != second["table"][0]["matrix_entropy"]
+    capsys.readouterr()
+    again = _quick(g, task_file, tmp_path / "out", include_init=True, store=store)
+    assert "random init: reusing" in capsys.readouterr().err
+    assert again["table"] == first["table"] and len(list(store.glob("random_init_seed1234-*"))) == 2
+
+
+def test_revisions_of_a_local_folder_are_one_line_before_loading(gpt2_path, task_file, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "matrixeval", "experiment", "checkpoints", "--model_args",
+                           f"pretrained={gpt2_path},revisions=a1,b2", "--tasks", str(task_file), "--output_path",
+                           str(tmp_path)], env=faults.env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("matrixeval: error: revisions= needs a Hub ID")
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_checkpoint_0_and_the_init_are_two_labelled_step_0_points(gpt2_path, task_file, tmp_path):
+    root = _folders(tmp_path / "g", {"checkpoint-0": gpt2_path, "checkpoint-10": gpt2_path})
+    out = _quick(root, task_file, tmp_path / "out", include_init=True)
+    assert [(r["step"], r["checkpoint"]) for r in out["table"]] == [(0, "init"), (0, "checkpoint-0"),
+                                                                    (10, "checkpoint-10")]
+    assert set(out["results"]) == {"t/init", "t/step0", "t/step10"}  # today: one t/step0 overwrote the other
+    real0, ten = out["table"][1], out["table"][2]
+    assert real0["matrix_entropy"] == pytest.approx(ten["matrix_entropy"], rel=1e-12)  # same weights
+    assert out["table"][0]["diff_erank"] == pytest.approx(0, abs=1e-9) and real0["diff_erank"] != 0
+    assert Path(out["outputs"]["plots"][0]).stat().st_size > 10_000
+
+
+def test_mixed_architectures_in_one_glob_name_two_checkpoints(gpt2_path, llama_path, tmp_path):
+    root = _folders(tmp_path, {"checkpoint-1": gpt2_path, "checkpoint-2": llama_path})
+    with pytest.raises(MatrixEvalError, match="'checkpoint-1' and 'checkpoint-2' differ in architecture"):
+        resolve_checkpoints(None, str(root / "checkpoint-*"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"global_step": true}', "global_step True, not a non-negative integer"),
+    (b'{"global_step": -7}', "global_step -7, not a non-negative integer"),
+    (b'{"global_step": 1.5}', "global_step 1.5"),
+    (b'\xff\xfe{"global_step": 3}', "is not UTF-8"),
+    (b'{"global_step": ', "is not valid JSON"),
+])
+def test_a_bad_trainer_state_is_one_line_naming_the_file(tmp_path, content, message):
+    (tmp_path / "checkpoint-5").mkdir()
+    state = tmp_path / "checkpoint-5" / "trainer_state.json"
+    state.write_bytes(content)
+    with pytest.raises(MatrixEvalError, match=message) as err:
+        resolve_checkpoints(None, str(tmp_path / "checkpoint-*"))
+    assert str(state) in str(err.value)
+    assert main(["experiment", "checkpoints", "--checkpoints", str(tmp_path / "checkpoint-*")]) != 0
+
+
+def test_a_nan_checkpoint_is_marked_and_the_sweep_goes_on(gpt2_path, task_file, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    root = _folders(tmp_path / "g", {"checkpoint-10": gpt2_path, "checkpoint-20": gpt2_path,
+                                     "checkpoint-30": gpt2_path})
+    model = AutoModelForCausalLM.from_pretrained(root / "checkpoint-20")
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight.fill_(float("nan"))
+    model.save_pretrained(root / "checkpoint-20")
+    out = _quick(root, task_file, tmp_path / "out")
+    err = capsys.readouterr().err
+    rows = {r["checkpoint"]: r for r in out["table"]}
+    assert rows["checkpoint-20"]["n_samples"] == 0 and rows["checkpoint-20"]["n_nonfinite"] == len(TEXTS)
+    assert rows["checkpoint-20"]["matrix_entropy"] is None
+    assert rows["checkpoint-10"]["n_samples"] == rows["checkpoint-30"]["n_samples"] == len(TEXTS)
+    line = next(x for x in err.splitlines() if "matrixeval: warning: checkpoint 'checkpoint-20'" in x)
+    assert "float32 model" in line and "weights hold NaN/Inf" in line and "c_attn.weight" in line
+    assert "fp16" not in err.split("checkpoint-20")[-1].split("\n")[0]
+    assert Path(out["results_path"]).is_file()
+
+
+def test_compare_labels_a_sweep_with_the_swept_model(gpt2_path, task_file, tmp_path):
+    from matrixeval.report.compare import model_name as compare_label
+
+    root = _folders(tmp_path / "member", {"checkpoint-10": gpt2_path})
+    out = _quick(root, task_file, tmp_path / "out", include_init=True)
+    on_disk = json.loads(Path(out["results_path"]).read_text())
+    label = compare_label(on_disk)
+    assert "random_init" not in label and label.endswith("member")  # today: the init folder's name
+    assert "random_init" not in on_disk["config"]["model_args"]
+
+
+def test_resume_lines_name_the_checkpoint(gpt2_path, task_file, tmp_path, capsys):
+    root = _folders(tmp_path / "g", {"checkpoint-10": gpt2_path})
+    _quick(root, task_file, tmp_path / "out")
+    capsys.readouterr()
+    _quick(root, task_file, tmp_path / "out")
+    assert f"task t @ checkpoint-10: resumed {len(TEXTS)} of {len(TEXTS)}" in capsys.readouterr().err
+
+
+def test_baseline_checkpoint_makes_diff_erank_relative_to_it(tiny_root, gpt2_path, task_file, tmp_path):
+    from tests.tiny_models import make_tiny_causal_lm
+
+    other = make_tiny_causal_lm(tiny_root, "gpt2", seed=1)
+    root = _folders(tmp_path / "g", {"checkpoint-10": gpt2_path, "checkpoint-20": other})
+    plain = {r["step"]: r["diff_erank"] for r in _quick(root, task_file, tmp_path / "out")["table"]}
+    based = {r["step"]: r["diff_erank"] for r in _quick(root, task_file, tmp_path / "out",
+                                                         baseline="checkpoint-10")["table"]}
+    assert based[10] == pytest.approx(0, abs=1e-9)
+    # exp(mean H0) − exp(mean H1) is a difference: relative to checkpoint-10 it is D_init(20) − D_init(10)
+    assert based[20] == pytest.approx(plain[20] - plain[10], rel=1e-6, abs=1e-9)
+    again = {r["step"]: r["diff_erank"] for r in _quick(root, task_file, tmp_path / "out")["table"]}
+    assert again == plain  # the baseline is part of the store's key: no stale values either way
+    with pytest.raises(MatrixEvalError, match="neither 'init', a checkpoint of this sweep"):
+        _quick(root, task_file, tmp_path / "out", baseline="checkpoint-99")
+    with pytest.raises(MatrixEvalError, match="no diff_erank"):
+        _quick(root, task_file, tmp_path / "out", baseline="10", metrics="matrix_entropy")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import re
 import sys
 import warnings
@@ -116,8 +117,13 @@ def random_init_like(lm: LoadedModel, seed: int) -> LoadedModel:
 
 
 def model_name(args: ModelArgs) -> str:
-    """A directory-safe name, lm-eval style: ``/tmp/x/gpt2`` -> ``__tmp__x__gpt2``; revision and adapter appended."""
+    """A directory-safe name, lm-eval style: ``/tmp/x/gpt2`` -> ``__tmp__x__gpt2``; revision and adapter appended.
+
+    The name is one path component that never leaves the folder it is joined to: ``pretrained=..`` (or ``.``)
+    becomes ``__`` (``_``), since ``<output_path>/..`` would put results and the store outside ``--output_path``."""
     base = _DEFAULT_NAME if args.pretrained == default_model_path() else _sanitize(args.pretrained)
+    if not base.strip("."):
+        base = "_" * max(len(base), 1)
     if args.revision:
         base += f"@{_sanitize(args.revision)}"
     if args.adapter:
@@ -139,7 +145,7 @@ def text_config(config: PretrainedConfig) -> PretrainedConfig:
 
 
 def _sanitize(text: str) -> str:
-    return re.sub(r'["<>:/|\\?*\[\]]+', "__", text)
+    return re.sub(r'["<>:/|\\?*\[\]\x00-\x1f]+', "__", text)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -234,6 +240,8 @@ def _load_weights(args: ModelArgs, facts: ModelFacts, gpus: list[int] | None = N
         return auto.from_pretrained(args.pretrained, **kwargs)
     except SafetensorError as err:
         raise corrupt_weights(args, err) from None
+    except pickle.UnpicklingError as err:
+        raise refused_pickle(args, err) from None
     except (OSError, ValueError) as err:
         raise not_loadable("model", args.pretrained, err, args.trust_remote_code) from err
 
@@ -244,6 +252,20 @@ def corrupt_weights(args: ModelArgs, err: Exception) -> MatrixEvalError:
     bad = _unreadable_safetensors(_local_dir(args))
     what = f"weights file {str(bad)!r}" if bad else f"a weights file of model {args.pretrained!r}"
     return MatrixEvalError(f"{what} is incomplete or corrupt ({reason}); download it again or re-save the model")
+
+
+def refused_pickle(args: ModelArgs, err: Exception) -> MatrixEvalError:
+    """The one line for a pickled ``.bin`` checkpoint that ``torch.load(weights_only=True)`` refuses: matrixeval
+    never unpickles arbitrary objects (that would run code from the file), so the user converts it."""
+    folder = _local_dir(args)
+    bins = sorted(folder.glob("*.bin")) if folder is not None else []
+    what = f"weights file {str(bins[0])!r}" if len(bins) == 1 else f"a pickled weights file of model {args.pretrained!r}"
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    detail = f"it holds {found.group(1)}, which is not a tensor" if found else _reason(err)
+    return MatrixEvalError(
+        f"{what} is a pickle that torch.load(weights_only=True) refuses ({detail}); matrixeval never runs a "
+        "pickle's code: if you trust its source, load it once yourself with torch.load(weights_only=False) and "
+        "re-save the model with save_pretrained(..., safe_serialization=True) (safetensors), then pass that folder")
 
 
 def _local_dir(args: ModelArgs) -> Path | None:
