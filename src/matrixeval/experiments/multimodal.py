@@ -392,6 +392,8 @@ def multimodal(
             records, n_resumed, unreadable = _measure_all(vlm, samples, options, on_error,
                                                           ShardStore(where, key) if where else NullStore())
             logger.info("multimodal %s/%s: %d samples, %d from the store", name, op, len(records), n_resumed)
+            if n_resumed:  # as run says it: a reused result is never silent
+                print(f"task {name}/{op}: resumed {n_resumed} of {len(samples)} from the store", file=sys.stderr)
             if unreadable:
                 logger.warning("multimodal %s/%s: skipped %d unreadable image(s)", name, op, unreadable)
             if not records:
