@@ -68,7 +68,9 @@ def campaign(root: Path, names: list[str]) -> int:
     for case in cases:
         baseline, _ = fc.run(case, root / case.name / "baseline")
         lines = fc.stored_lines(root / case.name / "baseline")
-        for point in sorted({*case.kill_points, lines - 1}):
+        # a kill_on case counts training states, not store records: its own points only
+        points = case.kill_points if case.kill_on else sorted({*case.kill_points, lines - 1})
+        for point in points:
             out = root / case.name / f"kill{point}"
             try:
                 at = fc.crash(case, out, point)
