@@ -47,6 +47,8 @@ from ..errors import MatrixEvalError
 DESCRIPTION = "compare results files across models: metric table, power-law fits, plot, ranking, correlations"
 SHARED_ARGS = False
 ACCURACY = ("accuracy", "acc_norm")
+DUPLICATES = ("keep-newest", "error", "keep-all")  # as matrixeval.report.compare.DUPLICATES
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 RANK_BY = ("mean", "mean_rank")  # as matrixeval.report.compare.RANK_BY, without importing scipy to build --help
 
 
@@ -75,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", type=int, default=None, help="read metrics of this layer from by_layer")
     parser.add_argument("--by_layer", action="store_true",
                         help="overlay the models' layer profiles (metric vs relative depth): STEM_by_layer.png/.csv")
+    parser.add_argument("--duplicates", choices=DUPLICATES, default="keep-newest",
+                        help="files of one model identity (model_args, dtype, checkpoint fingerprint): keep-newest "
+                             "keeps the newest by the results' date and says which it dropped, error refuses, "
+                             "keep-all keeps every file as its own row (default: keep-newest)")
     parser.add_argument("--output", default=None, metavar="STEM", help="stem of the files written "
                                                                        "(default: results/compare_<timestamp>)")
 
@@ -83,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
     out = compare(args.results, x=args.x, fit=args.fit, metrics=args.metrics, plot=args.plot,
                   plot_metric=args.plot_metric, rank=args.rank, task=args.task, layer=args.layer,
                   output=args.output or _default_stem(), rank_by=args.rank_by,
-                  higher_is_better=parse_directions(args.higher_is_better), by_layer=args.by_layer)
+                  higher_is_better=parse_directions(args.higher_is_better), by_layer=args.by_layer,
+                  duplicates=args.duplicates)
+    for note in out.get("notes", []):
+        print(f"matrixeval: note: {note}", file=sys.stderr)
     print(out["markdown"])
     print("\nwritten: " + ", ".join(out["outputs"].values()), file=sys.stderr)
     return 0
@@ -108,26 +117,34 @@ def compare(
     rank_by: str = "mean",
     higher_is_better: dict[str, bool] | None = None,
     by_layer: bool = False,
+    duplicates: str = "keep-newest",
 ) -> dict[str, Any]:
     """Tables, fits, plot, ranking and correlations from results files (paths or loaded dicts).
 
     Returns ``{"table", "fits", "ranking", "correlations", "markdown", "outputs"}``; ``fits`` / ``ranking`` /
     ``correlations`` are empty lists when not asked for or not applicable. Files are written only under
     `output` (a path stem) and `plot`. `rank_by` ("mean" or "mean_rank") and `higher_is_better`
-    (``{metric: bool}``, overriding any direction) shape the ranking.
+    (``{metric: bool}``, overriding any direction) shape the ranking. Files of one model identity are handled
+    by `duplicates` (:func:`matrixeval.report.compare.dedupe`); ``notes`` says which files were dropped.
     """
+    from ..report.compare import dedupe, unique_names
     from ..report import compare_table, correlations, fit_scaling, fit_table, load_results, plot_scaling, rank_models
     from ..report.tables import to_markdown, write_csv
     from ..results import json_safe
 
     if fit not in (None, "powerlaw"):
         raise MatrixEvalError(f"unknown fit {fit!r}; the only fit is 'powerlaw'")
+    if plot is not None:
+        plot = _plot_path(plot, output, plot_metric or "plot")
+        _check_plot_path(plot)
     loaded = [r if isinstance(r, dict) else None for r in results]
     paths = [r for r in results if not isinstance(r, dict)]
     files = iter(load_results(paths)) if paths else iter(())
     loaded = [r if r is not None else next(files) for r in loaded]
     if not loaded:
         raise MatrixEvalError("compare needs at least one results file")
+    loaded, notes = dedupe(loaded, duplicates)
+    loaded = unique_names(loaded)
     table = compare_table(loaded, x, layer)
     metric_names = _metrics(loaded, metrics, table)
 
@@ -157,7 +174,6 @@ def compare(
         if metric is None:
             raise MatrixEvalError("no metric to plot; pass --plot_metric")
         curves = fit_scaling(loaded, metric, x, layer) if fit else None
-        plot = _plot_path(plot, output, metric)
         outputs["plot"] = str(plot_scaling(loaded, metric, x, curves, plot, layer=layer))
     if output is not None:
         stem = str(output)
@@ -173,11 +189,11 @@ def compare(
         body = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr,
                 "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "rank_by": rank_by,
                            "higher_is_better": higher_is_better or {}, "task": task, "layer": layer,
-                           "files": [str(p) for p in paths]}}
+                           "files": [str(p) for p in paths], "duplicates": duplicates}, "notes": notes}
         write_text_atomic(f"{stem}.json", json.dumps(json_safe(body), indent=2, allow_nan=False))
         outputs["json"] = f"{stem}.json"
     out = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
-           "outputs": outputs}
+           "outputs": outputs, "notes": notes}
     if by_layer:
         out["by_layer"] = profiles
     return out
@@ -230,6 +246,24 @@ def _plot_path(plot: str | Path, output: str | Path | None, metric: str) -> Path
     if Path(text).is_dir() or text.endswith(("/", os.sep)):
         return Path(text) / f"{Path(str(output)).name if output is not None else f'compare_{metric}'}.png"
     return Path(text)
+
+
+def _check_plot_path(plot: Path) -> None:
+    """Before any work: the plot's format is one matplotlib writes, and its folder exists (or can be made) and is
+    writable — not a file, not read-only."""
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise MatrixEvalError(f"--plot {plot}: unknown image type {plot.suffix or '(none)'!r}; "
+                              f"use one of: {', '.join(PLOT_SUFFIXES)}")
+    folder = plot.parent
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise MatrixEvalError(f"--plot {plot}: {above} is a file, not a folder")
+            if not os.access(above, os.W_OK | os.X_OK):
+                raise MatrixEvalError(f"--plot {plot}: folder {above} is not writable")
+            break
+    if plot.is_dir():
+        raise MatrixEvalError(f"--plot {plot} is a folder")
 
 
 def _metrics(results: Sequence[dict], metrics: str | Sequence[str] | None, table: list[dict]) -> list[str]:

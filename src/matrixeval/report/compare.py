@@ -19,7 +19,11 @@ from matrixeval.errors import MatrixEvalError
 from matrixeval.report.fit import PowerLawFit, fit_power_law
 
 __all__ = [
+    "DUPLICATES",
     "compare_table",
+    "dedupe",
+    "identity_of",
+    "label_of",
     "correlations",
     "fit_scaling",
     "fit_table",
@@ -29,6 +33,7 @@ __all__ = [
     "model_name",
     "rank_models",
     "series_by_model",
+    "unique_names",
 ]
 
 
@@ -54,6 +59,11 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> list[dict]:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise MatrixEvalError(f"results file {path} not found; pass paths of results JSON files") from None
+        except UnicodeDecodeError as err:
+            raise MatrixEvalError(f"{path} is not UTF-8 text (byte {err.start}); "
+                                  "pass a results JSON file written by matrixeval") from None
+        except OSError as err:
+            raise MatrixEvalError(f"cannot read {path}: {err.strerror or err}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -62,13 +72,56 @@ def load_results(paths: str | Path | Iterable[str | Path]) -> list[dict]:
             ) from None
         if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
             raise MatrixEvalError(f'{path} has no "results" object; pass a results file written by matrixeval')
+        _check_shape(path, data)
+        data.setdefault("_source", str(path))
         loaded.append(data)
     return loaded
 
 
-def model_name(result: dict) -> str:
-    """The run's model name: ``config.model_name``, else ``pretrained=`` from ``config.model_args``."""
-    config = result.get("config", {})
+def _check_shape(path: Path, data: dict) -> None:
+    """One line naming the file for the shapes the rest of compare cannot read (an entry or config not an object)."""
+    for task, entry in data["results"].items():
+        if not isinstance(entry, dict):
+            raise MatrixEvalError(f"{path}: results[{task!r}] is a {type(entry).__name__}, not an object; "
+                                  "pass a results file written by matrixeval")
+    if "config" in data and not isinstance(data["config"], dict):
+        raise MatrixEvalError(f'{path}: "config" is a {type(data["config"]).__name__}, not an object; '
+                              "pass a results file written by matrixeval")
+
+
+# What a results file's config names its model by (the sweep's model first: a checkpoints file keeps it there).
+_IDENTITY_KEYS = ("model_args", "dtype", "model_files", "model_fingerprint", "revision", "checkpoint")
+DUPLICATES = ("keep-newest", "error", "keep-all")
+
+
+def identity_of(result: dict) -> str:
+    """The model's identity in a results file: its model arguments (sorted, so argument order does not matter),
+    dtype and checkpoint fingerprint where the config has them. Two files of one model at fp32 and bf16 differ;
+    two runs of the same model with the same arguments are the same identity, whatever their display names."""
+    config = _sweep_config(result)
+    parts = {}
+    for key in _IDENTITY_KEYS:
+        if key in config:
+            value = config[key]
+            if key == "model_args":
+                value = ",".join(sorted(a.strip() for a in str(value).split(",") if a.strip()))
+            parts[key] = value
+    if not parts.get("model_args") and config.get("model_name"):
+        parts["model_name"] = config["model_name"]
+    return json.dumps(parts, sort_keys=True, default=str) if parts else f"unknown:{result.get('_source', id(result))}"
+
+
+def _sweep_config(result: dict) -> dict:
+    """``config`` — or, for a checkpoints sweep that records the swept model (``config.sweep``), that model's part."""
+    config = result.get("config") or {}
+    sweep = config.get("sweep") if isinstance(config.get("sweep"), dict) else None
+    return {**config, **{k: v for k, v in sweep.items() if k in ("model_args", "model_name")}} if sweep else config
+
+
+def label_of(result: dict) -> str:
+    """The display name: ``config.model_name`` (of the swept model for a checkpoints file, when it records it under
+    ``config.sweep``), else ``pretrained=`` from ``config.model_args``, else "unknown-model"."""
+    config = _sweep_config(result)
     if config.get("model_name"):
         return str(config["model_name"])
     for arg in str(config.get("model_args", "")).split(","):
@@ -76,6 +129,65 @@ def model_name(result: dict) -> str:
         if key.strip() == "pretrained" and value:
             return value.strip().replace("/", "__")
     return "unknown-model"
+
+
+def dedupe(results: Sequence[dict], policy: str = "keep-newest") -> tuple[list[dict], list[str]]:
+    """One result per model identity (:func:`identity_of`), and lines saying which files were dropped.
+
+    ``keep-newest`` keeps the newest by the results' ``date`` (later in input order on a tie); ``error`` refuses
+    two files of one identity; ``keep-all`` keeps every file (rows then carry a ``#n`` suffix).
+    """
+    if policy not in DUPLICATES:
+        raise MatrixEvalError(f"unknown --duplicates {policy!r}; use one of: {', '.join(DUPLICATES)}")
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(results):
+        groups.setdefault(identity_of(r), []).append(i)
+    dups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not dups or policy == "keep-all":
+        return list(results), []
+    if policy == "error":
+        k, idx = next(iter(dups.items()))
+        raise MatrixEvalError(f"{len(idx)} files are the same model ({label_of(results[idx[0]])}): "
+                              f"{', '.join(_source(results[i]) for i in idx)}; pass one, or --duplicates keep-newest")
+    keep, notes = set(), []
+    for idx in groups.values():
+        newest = max(idx, key=lambda i: (str(results[i].get("date", "")), i))
+        keep.add(newest)
+        for i in idx:
+            if i != newest:
+                notes.append(f"dropped {_source(results[i])}: same model as {_source(results[newest])} "
+                             f"({label_of(results[i])}), which is newer")
+    return [r for i, r in enumerate(results) if i in keep], notes
+
+
+def _source(result: dict) -> str:
+    return str(result.get("_source", label_of(result)))
+
+
+def model_name(result: dict) -> str:
+    """The row name of a result: :func:`label_of`, plus its dtype when :func:`_unique_names` had to tell apart two
+    identities of one label (``_row_name``, set by :func:`unique_names`)."""
+    return str(result.get("_row_name") or label_of(result))
+
+
+def unique_names(results: Sequence[dict]) -> list[dict]:
+    """Give every identity a distinct row name: a label shared by several identities gets its dtype appended, and
+    a ``#n`` suffix where even that is shared. Rankings key rows by this name, so two identities never merge."""
+    labels = [label_of(r) for r in results]
+    out = []
+    seen: dict[str, int] = {}
+    for r, label in zip(results, labels):
+        name = label
+        if labels.count(label) > 1:
+            name = f"{label} ({(r.get('config') or {}).get('dtype', '?')})"
+        seen[name] = seen.get(name, 0) + 1
+        out.append({**r, "_row_name": name})
+    counts: dict[str, int] = {}
+    for r in out:
+        if seen[r["_row_name"]] > 1:
+            counts[r["_row_name"]] = counts.get(r["_row_name"], 0) + 1
+            r["_row_name"] = f"{r['_row_name']} #{counts[r['_row_name']]}"
+    return out
 
 
 def compare_table(results: Sequence[dict], x: str | None = "n_params", layer: int | None = None) -> list[dict]:
