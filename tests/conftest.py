@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,14 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data file {relative} is not available")
     return path
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A real 8 KiB filesystem (tmpfs; needs root and mount rights, skipped without them)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

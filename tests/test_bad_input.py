@@ -491,17 +491,6 @@ def test_ctrl_c_stops_within_a_batch_says_what_is_stored_and_resumes(gpt2, tiny_
     assert f"task tiny: resumed {stored} of 20 from the store (0 torn lines recomputed)" in again.stderr
 
 
-@pytest.fixture()
-def tiny_disk(tmp_path):
-    """A real 8 KiB filesystem (tmpfs; needs root and mount rights, skipped without them)."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
-
-
 
 def test_disk_full_under_an_experiment_names_the_file_and_leaves_nothing_partial(gpt2, tmp_path, tiny_disk):
     """issue 16: the results JSON, tables and plots of an experiment on a full disk: one line naming the real file,

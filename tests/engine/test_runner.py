@@ -10,17 +10,6 @@ from tests import faults
 from tests.tiny_models import make_tiny_causal_lm
 
 
-@pytest.fixture()
-def tiny_disk(tmp_path):
-    """A real 8 KiB filesystem (tmpfs; needs root and mount rights, skipped without them)."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
-
-
 def test_a_full_disk_while_storing_prints_its_error_on_a_line_of_its_own(tiny_root, tiny_corpus, tmp_path, tiny_disk):
     """issue 16: the disk-full message during a store write was printed on the progress bar's line; now the bar
     ends its line first."""

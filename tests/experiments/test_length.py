@@ -7,7 +7,6 @@ import sys
 import pytest
 from transformers import AutoTokenizer
 
-from matrixeval.cli import main
 from matrixeval.errors import MatrixEvalError
 from matrixeval.experiments.length import cut_to_tokens, length_experiment
 from matrixeval.models import default_model_path

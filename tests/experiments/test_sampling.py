@@ -10,7 +10,7 @@ import pytest
 
 from matrixeval.cli import main
 from matrixeval.errors import MatrixEvalError
-from matrixeval.experiments.sampling import draw_subset, parse_sizes, sampling_experiment
+from matrixeval.experiments.sampling import parse_sizes, sampling_experiment
 
 from .conftest import check_outputs, samples
 
