@@ -25,7 +25,7 @@ from typing import Any
 from ._version import __version__
 from .caveats import CaveatThresholds, task_caveats
 from .caveats import report as report_caveats
-from .data import Document
+from .data import Document, sample_fields
 from .engine.batching import encode
 from .engine.dist import DEFAULT_TIMEOUT, barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
@@ -375,7 +375,10 @@ class Session:
         entry["warnings"] = []
         report_caveats(entry, label, task_caveats(run.records, entry, metrics=self.metrics,
                                                   hidden_size=self.lm.hidden_size, thresholds=self.caveats))
-        return entry, run.records
+        # Each record says which document it measured (text head, hash, source, id), so every command's
+        # --log_samples rows can be inspected without a join by position (lm-eval's samples carry their doc).
+        by_id = {d.doc_id: d for d in documents}
+        return entry, [{**r, **sample_fields(by_id[r["doc_id"]])} for r in run.records]
 
     def _with_windows(self, name: str, documents: Sequence[Document], encoded: list, max_length: int) -> list:
         """`encoded` with each document's rolling windows (every token, lm-eval's tokenisation and prefix token)."""
