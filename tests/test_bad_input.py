@@ -637,3 +637,30 @@ def test_disk_full_under_multimodal_and_compare_by_layer_names_the_file_and_leav
     assert failed.is_relative_to(tiny_disk / "cmp"), msg
     assert not failed.exists()
     assert all(p.stat().st_size > 0 and not p.name.startswith(".") for p in _files(tiny_disk)), _files(tiny_disk)
+
+
+def test_an_experiments_output_set_is_all_or_nothing(gpt2, tmp_path, monkeypatch):
+    """A table that cannot be written takes the results JSON (and the other table) with it: no results file
+    stands without its tables, and the re-run writes the whole set from the store."""
+    from matrixeval.engine import files
+    from matrixeval.errors import MatrixEvalError
+    from matrixeval.experiments.sentence_ops import sentence_ops_experiment
+
+    corpus = _jsonl(tmp_path / "sents.jsonl", [{"text": f"{t}. {t}."} for t in TINY_TEXTS[:6]])
+    real = files._write_with
+
+    def failing(path, fill):
+        if str(path).endswith(".csv"):
+            raise files.write_error(path, OSError(28, "No space left on device"))
+        return real(path, fill)
+
+    monkeypatch.setattr(files, "_write_with", failing)
+    with pytest.raises(MatrixEvalError, match=r"cannot write '.+\.csv': No space left on device"):
+        sentence_ops_experiment(f"pretrained={gpt2}", f"s={corpus}", ops="base,shuffle", metrics="matrix_entropy",
+                                output_path=tmp_path / "out")
+    assert [p for p in _files(tmp_path / "out") if "store" not in p.parts] == []
+    monkeypatch.setattr(files, "_write_with", real)
+    out = sentence_ops_experiment(f"pretrained={gpt2}", f"s={corpus}", ops="base,shuffle", metrics="matrix_entropy",
+                                  output_path=tmp_path / "out")
+    assert out["results"]["s/base"]["n_resumed"] == 6
+    assert all(Path(out["outputs"][k]).is_file() for k in ("json", "markdown", "csv"))

@@ -442,11 +442,15 @@ class Session:
         extra_config: Mapping[str, Any] | None = None,
         prefix: str = "results",
         higher_is_better: Mapping[str, bool] | None = None,
+        companions: Callable[[Path, dict[str, Any]], list[Path]] | None = None,
         **sections: Any,
     ) -> dict[str, Any] | None:
         """Assemble the results dict on rank 0 and write `<prefix>_<timestamp>.json` (+ samples) when persisting.
 
         `higher_is_better` declares columns beyond the run's metrics (e.g. an experiment's accuracy).
+        `companions(json_path, out)` writes the files that go with the JSON (tables, plots) and returns them. The
+        output set is all or nothing: the JSON is written last, and when any file of the set cannot be written
+        the ones already written are removed, so no results file stands without its tables or the reverse.
         """
         barrier(self.world)
         if not self.world.is_main:
@@ -469,7 +473,16 @@ class Session:
                      "".join(json.dumps(json_safe(r)) + "\n" for r in records)
                      for task, records in (per_sample or {}).items()}
             files[path] = json.dumps(json_safe(out), indent=2, allow_nan=False)  # last: it claims the run is done
-            for target, text in files.items():
-                write_text_atomic(target, text)
+            written: list[Path] = []
+            try:
+                for target, text in files.items():
+                    if target == path and companions is not None:
+                        written.extend(companions(path, out))
+                    write_text_atomic(target, text)
+                    written.append(target)
+            except BaseException:
+                for done in written:
+                    done.unlink(missing_ok=True)
+                raise
             out["results_path"] = str(path)
         return out
