@@ -600,3 +600,67 @@ def test_store_key_holds_torch_and_transformers_versions(gpt2, monkeypatch):
         monkeypatch.setattr(module, "__version__", module.__version__ + ".post1")
         assert config_key(model_identity(args)) != config_key(identity)
         monkeypatch.undo()
+
+
+def _nearly_full(disk, leave: int = 1024) -> None:
+    """Fill the tmpfs but `leave` bytes, so the next few kilobytes any command writes hit ENOSPC."""
+    import os
+
+    stats = os.statvfs(disk)
+    (disk / "filler").write_bytes(b"\0" * max(stats.f_bavail * stats.f_frsize - leave, 0))
+
+
+def test_disk_full_under_multimodal_and_compare_by_layer_names_the_file_and_leaves_nothing_partial(
+        gpt2, tiny_root, tmp_path, tiny_disk):
+    """issue 16 rows: multimodal's results JSON and compare --by_layer's CSV/PNG on a full disk."""
+    from tests.tiny_llava import make_images, make_tiny_llava
+
+    llava = make_tiny_llava(tiny_root)
+    make_images(tmp_path / "img", ["a.png", "b.png"])
+    data = _jsonl(tmp_path / "mm.jsonl", [{"image": n, "instruction": TINY_TEXTS[i], "response": TINY_TEXTS[i + 1]}
+                                         for i, n in enumerate(["a.png", "b.png"])])
+    _nearly_full(tiny_disk)
+    msg = _one_error(_cli("experiment", "multimodal", "--model_args", f"pretrained={llava}", "--tasks", f"d={data}",
+                          "--image_root", tmp_path / "img", "--device", "cpu", "--store", tmp_path / "store",
+                          "--output_path", tiny_disk / "mm", cwd=tmp_path))
+    failed = Path(re.fullmatch(r"matrixeval: error: cannot write '(.+?)': No space left on device; .*", msg)[1])
+    assert failed.is_relative_to(tiny_disk / "mm") and failed.name.startswith("multimodal_"), msg
+    assert not failed.exists() and [p.name for p in _files(tiny_disk)] == ["filler"]  # nothing partial, no temporary
+    texts, runs = _jsonl(tmp_path / "t.jsonl", [{"text": t} for t in TINY_TEXTS[:8]]), []
+    for i in range(2):  # two results files with layer profiles, on a roomy disk
+        out = _cli("run", "--model_args", f"pretrained={gpt2}", "--tasks", texts, "--layers", "all",
+                   "--seed", str(i + 1), "--output_path", tmp_path / f"r{i}", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(next((tmp_path / f"r{i}").rglob("results_*.json")))
+    msg = _one_error(_cli("compare", *runs, "--by_layer", "--output", tiny_disk / "cmp" / "c", cwd=tmp_path))
+    failed = Path(re.fullmatch(r"matrixeval: error: cannot write '(.+?)': No space left on device; .*", msg)[1])
+    assert failed.is_relative_to(tiny_disk / "cmp"), msg
+    assert not failed.exists()
+    assert all(p.stat().st_size > 0 and not p.name.startswith(".") for p in _files(tiny_disk)), _files(tiny_disk)
+
+
+def test_an_experiments_output_set_is_all_or_nothing(gpt2, tmp_path, monkeypatch):
+    """A table that cannot be written takes the results JSON (and the other table) with it: no results file
+    stands without its tables, and the re-run writes the whole set from the store."""
+    from matrixeval.engine import files
+    from matrixeval.errors import MatrixEvalError
+    from matrixeval.experiments.sentence_ops import sentence_ops_experiment
+
+    corpus = _jsonl(tmp_path / "sents.jsonl", [{"text": f"{t}. {t}."} for t in TINY_TEXTS[:6]])
+    real = files._write_with
+
+    def failing(path, fill):
+        if str(path).endswith(".csv"):
+            raise files.write_error(path, OSError(28, "No space left on device"))
+        return real(path, fill)
+
+    monkeypatch.setattr(files, "_write_with", failing)
+    with pytest.raises(MatrixEvalError, match=r"cannot write '.+\.csv': No space left on device"):
+        sentence_ops_experiment(f"pretrained={gpt2}", f"s={corpus}", ops="base,shuffle", metrics="matrix_entropy",
+                                output_path=tmp_path / "out")
+    assert [p for p in _files(tmp_path / "out") if "store" not in p.parts] == []
+    monkeypatch.setattr(files, "_write_with", real)
+    out = sentence_ops_experiment(f"pretrained={gpt2}", f"s={corpus}", ops="base,shuffle", metrics="matrix_entropy",
+                                  output_path=tmp_path / "out")
+    assert out["results"]["s/base"]["n_resumed"] == 6
+    assert all(Path(out["outputs"][k]).is_file() for k in ("json", "markdown", "csv"))

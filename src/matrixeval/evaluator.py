@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .caveats import CaveatThresholds, parse_thresholds
-from .data import load_task, parse_task_specs, sample_fields
+from .data import load_task, parse_task_specs
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
 from .metric_info import LM_HEAD, ROLLING, NoLMHead, family_options, needs_rolling
@@ -114,9 +114,7 @@ def evaluate(
                                      min_tokens=getattr(recipe, "min_tokens", None),
                                      max_tokens=getattr(recipe, "max_tokens", None))
         if entry is not None:
-            results[task.name] = entry
-            by_id = {d.doc_id: d for d in task.documents}
-            per_sample[task.name] = [{**r, **sample_fields(by_id[r["doc_id"]])} for r in records]
+            results[task.name], per_sample[task.name] = entry, records
     out = session.finish(results, per_sample=per_sample if log_samples else None,
                          extra_config={"limit": limit, "tasks": [s.name for s in specs],
                                        "samples": {t.name: list(t.sample) for t in loaded if t.sample},

@@ -25,7 +25,7 @@ from typing import Any
 from ._version import __version__
 from .caveats import CaveatThresholds, task_caveats
 from .caveats import report as report_caveats
-from .data import Document
+from .data import Document, sample_fields
 from .engine.batching import encode
 from .engine.dist import DEFAULT_TIMEOUT, barrier, broadcast_from_main, init_world, rank_gpus
 from .engine.files import write_text_atomic
@@ -375,7 +375,10 @@ class Session:
         entry["warnings"] = []
         report_caveats(entry, label, task_caveats(run.records, entry, metrics=self.metrics,
                                                   hidden_size=self.lm.hidden_size, thresholds=self.caveats))
-        return entry, run.records
+        # Each record says which document it measured (text head, hash, source, id), so every command's
+        # --log_samples rows can be inspected without a join by position (lm-eval's samples carry their doc).
+        by_id = {d.doc_id: d for d in documents}
+        return entry, [{**r, **sample_fields(by_id[r["doc_id"]])} for r in run.records]
 
     def _with_windows(self, name: str, documents: Sequence[Document], encoded: list, max_length: int) -> list:
         """`encoded` with each document's rolling windows (every token, lm-eval's tokenisation and prefix token)."""
@@ -439,11 +442,15 @@ class Session:
         extra_config: Mapping[str, Any] | None = None,
         prefix: str = "results",
         higher_is_better: Mapping[str, bool] | None = None,
+        companions: Callable[[Path, dict[str, Any]], list[Path]] | None = None,
         **sections: Any,
     ) -> dict[str, Any] | None:
         """Assemble the results dict on rank 0 and write `<prefix>_<timestamp>.json` (+ samples) when persisting.
 
         `higher_is_better` declares columns beyond the run's metrics (e.g. an experiment's accuracy).
+        `companions(json_path, out)` writes the files that go with the JSON (tables, plots) and returns them. The
+        output set is all or nothing: the JSON is written last, and when any file of the set cannot be written
+        the ones already written are removed, so no results file stands without its tables or the reverse.
         """
         barrier(self.world)
         if not self.world.is_main:
@@ -466,7 +473,16 @@ class Session:
                      "".join(json.dumps(json_safe(r)) + "\n" for r in records)
                      for task, records in (per_sample or {}).items()}
             files[path] = json.dumps(json_safe(out), indent=2, allow_nan=False)  # last: it claims the run is done
-            for target, text in files.items():
-                write_text_atomic(target, text)
+            written: list[Path] = []
+            try:
+                for target, text in files.items():
+                    if target == path and companions is not None:
+                        written.extend(companions(path, out))
+                    write_text_atomic(target, text)
+                    written.append(target)
+            except BaseException:
+                for done in written:
+                    done.unlink(missing_ok=True)
+                raise
             out["results_path"] = str(path)
         return out

@@ -176,3 +176,22 @@ def test_log_samples_carry_document_hash_and_source(tiny_root, tmp_path):
     assert [r["doc_sha256"] for r in rows] == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     assert [r["source_id"] for r in rows] == [r["question_id"] for r in records] + [7]
     assert [r["source"] for r in rows] == [f"{data}:{i}" for i in range(1, 6)]
+
+
+def test_every_experiments_samples_carry_their_documents(tiny_root, tmp_path):
+    """Not only run's: an experiment's --log_samples rows name the (transformed) document each row measured."""
+    import hashlib
+
+    from matrixeval.data.transforms import apply_sentence_op
+    from matrixeval.experiments.sentence_ops import sentence_ops_experiment
+    from tests.tiny_models import TINY_TEXTS, make_tiny_causal_lm
+
+    texts = [f"{TINY_TEXTS[i].capitalize()}. {TINY_TEXTS[i + 1].capitalize()}." for i in range(4)]
+    data = write_jsonl(tmp_path / "s.jsonl", [{"text": t, "id": f"r{i}"} for i, t in enumerate(texts)])
+    sentence_ops_experiment(f"pretrained={make_tiny_causal_lm(tiny_root, 'gpt2')}", f"s={data}", ops="base,shuffle",
+                            metrics="matrix_entropy", output_path=tmp_path / "out", log_samples=True, seed=5)
+    rows = [json.loads(line) for line in next((tmp_path / "out").rglob("samples_s__shuffle_*.jsonl")).open()]
+    shuffled = [apply_sentence_op(t, "shuffle", 5) for t in texts]
+    assert [r["doc"] for r in rows] == shuffled
+    assert [r["doc_sha256"] for r in rows] == [hashlib.sha256(t.encode()).hexdigest() for t in shuffled]
+    assert [r["source_id"] for r in rows] == ["r0", "r1", "r2", "r3"]

@@ -412,3 +412,12 @@ def test_a_trained_adapter_is_reused_under_torchrun_and_the_measuring_shards(lla
     two = json.loads(max(tmp_path.glob("*__adapter*/adapter_*.json")).read_text())
     assert two["config"]["world_size"] == 2 and one["config"]["world_size"] == 1
     assert two["table"] == one["table"]
+
+
+def test_no_source_flag_is_one_line_before_loading(capsys):
+    """Issue 17 item 6: every experiment with no flags runs or says in one line what it needs."""
+    from matrixeval.cli import main
+
+    assert main(["experiment", "adapter"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("matrixeval: error: ") and "--adapter" in err[0] and "--train" in err[0]

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import MatrixEvalError
+from ..errors import MatrixEvalError, WriteError
 
 __all__ = ["atomic_savefig", "write_bytes_atomic", "write_folder_atomic", "write_text_atomic", "write_error"]
 
 
 def write_error(path: str | Path, err: OSError) -> MatrixEvalError:
     """One line naming the file that could not be written and why (and how to go on)."""
-    return MatrixEvalError(f"cannot write {str(path)!r}: {err.strerror or err}; free space or choose another "
+    return WriteError(f"cannot write {str(path)!r}: {err.strerror or err}; free space or choose another "
                            "--output_path, then re-run the same command (stored samples are reused)")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..caveats import CaveatThresholds, parse_thresholds
 from ..data import DEFAULT_TASK, Task, load_task, parse_task_specs
 from ..engine.files import write_text_atomic
-from ..errors import MatrixEvalError
+from ..errors import MatrixEvalError, WriteError
 from ..metric_info import NoLMHead
 from ..results import PER_SAMPLE_SPECTRAL, exp_or_inf
 from ..session import DEFAULT_MAX_LENGTH, Session
@@ -226,36 +226,51 @@ def finish(
     higher_is_better: Mapping[str, bool] | None = None,
     **sections: Any,
 ) -> dict[str, Any] | None:
-    """Write the experiment's JSON (with its ``table``), then ``<stem>.md``, ``<stem>.csv`` and its plots.
+    """Write ``<stem>.md``, ``<stem>.csv`` and the plots, then the experiment's JSON (with its ``table``) last:
+    all or nothing, so a failed write leaves none of them (the store keeps the samples for the re-run).
 
     `plots` maps a suffix to a function drawing a PNG at the path it is given: ``""`` → ``<stem>.png``, ``"x"`` →
     ``<stem>_x.png``. `higher_is_better` declares extra columns (e.g. accuracy) for `matrixeval compare`.
     Returns the results dict with ``table`` and, when files were written, ``results_path`` and ``outputs``;
     None on ranks other than 0.
     """
+    from ..report.tables import to_markdown, warnings_markdown, write_csv
+
+    outputs: dict[str, Any] = {}
+
+    def companions(path: Path, out: dict[str, Any]) -> list[Path]:
+        """The table as .md and .csv and the plots beside the JSON, written before it (see Session.finish)."""
+        stem = str(path)[: -len(path.suffix)]  # the timestamp has a "." of its own: no with_suffix
+        outputs.update(json=str(path), markdown=f"{stem}.md", csv=f"{stem}.csv", plots=[])
+        written: list[Path] = []
+        try:
+            notes = warnings_markdown(out)
+            written.append(write_text_atomic(outputs["markdown"], to_markdown(table)
+                                             + (f"\n\n{notes}" if notes else "") + "\n"))
+            written.append(write_csv(outputs["csv"], table))
+            for suffix, draw in (plots or {}).items():
+                target = Path(f"{stem}.png" if not suffix else f"{stem}_{suffix}.png")
+                try:
+                    draw(target)
+                except WriteError:
+                    raise
+                except MatrixEvalError as err:  # e.g. a metric with no finite value: the numbers are written anyway
+                    logger.warning("no plot %s: %s", target.name, err)
+                    continue
+                outputs["plots"].append(str(target))
+                written.append(target)
+        except BaseException:
+            for done in written:  # all or nothing: the set's files written so far go too
+                done.unlink(missing_ok=True)
+            raise
+        return written
+
     out = session.finish(results, per_sample=per_sample if opts.log_samples else None, prefix=experiment,
                          extra_config={"experiment": experiment, "limit": opts.limit, "sample_size": opts.sample_size,
                                        "sample_seed": opts.sample_seed, **(extra_config or {})},
-                         higher_is_better=higher_is_better, table=table, **sections)
+                         higher_is_better=higher_is_better, table=table, companions=companions, **sections)
     if out is None or "results_path" not in out:
         return out
-    from ..report.tables import to_markdown, warnings_markdown, write_csv
-
-    path = Path(out["results_path"])
-    stem = str(path)[: -len(path.suffix)]  # the timestamp has a "." of its own: no with_suffix
-    outputs = {"json": str(path), "markdown": f"{stem}.md", "csv": f"{stem}.csv"}
-    notes = warnings_markdown(out)
-    write_text_atomic(outputs["markdown"], to_markdown(table) + (f"\n\n{notes}" if notes else "") + "\n")
-    write_csv(outputs["csv"], table)
-    outputs["plots"] = []
-    for suffix, draw in (plots or {}).items():
-        target = Path(f"{stem}.png" if not suffix else f"{stem}_{suffix}.png")
-        try:
-            draw(target)
-        except MatrixEvalError as err:  # e.g. a metric with no finite value: the numbers are written already
-            logger.warning("no plot %s: %s", target.name, err)
-            continue
-        outputs["plots"].append(str(target))
     out["outputs"] = outputs
     return out
 

@@ -90,7 +90,7 @@ class LoraTraining:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()  # neither: one line from adapter_experiment, not argparse's usage
     source.add_argument("--adapter", help="directory of a saved PEFT adapter (e.g. LoRA) for --model_args")
     source.add_argument("--train", action="store_true",
                         help="fine-tune a LoRA adapter on the tasks' texts first, save it under the output path, then "
