@@ -77,7 +77,7 @@ def test_cli_writes_every_table_the_plot_and_correlations(tmp_path, capsys):
     assert set(corr) == {("matrix_entropy", "piqa"), ("loss", "piqa")}  # only where accuracy is present
     assert float(corr[("matrix_entropy", "piqa")]["spearman"]) < -0.9
     body = json.loads((stem.parent / "cmp.json").read_text())
-    assert set(body) == {"table", "fits", "ranking", "correlations", "config", "notes"}
+    assert set(body) == {"table", "fits", "ranking", "correlations", "config", "notes", "bootstrap"}
 
 
 def test_no_accuracy_no_correlations(tmp_path):

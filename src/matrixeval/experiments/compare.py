@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--higher_is_better", action="append", default=None, metavar="METRIC=true|false",
                         help="direction of a metric for --rank (repeat or comma-separate; default: matrixeval's "
                              "own for its metrics, else the files' higher_is_better)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="resamples of the paired bootstrap behind every ranking's 95%% rank intervals and "
+                             "neighbour flip rates (over the documents all models share, from the files' samples; "
+                             "0: none; default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the ranking bootstrap (default: 0)")
     parser.add_argument("--layer", type=int, default=None, help="read metrics of this layer from by_layer")
     parser.add_argument("--by_layer", action="store_true",
                         help="overlay the models' layer profiles (metric vs relative depth): STEM_by_layer.png/.csv")
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                   plot_metric=args.plot_metric, rank=args.rank, task=args.task, layer=args.layer,
                   output=args.output or _default_stem(), rank_by=args.rank_by,
                   higher_is_better=parse_directions(args.higher_is_better), by_layer=args.by_layer,
-                  duplicates=args.duplicates)
+                  duplicates=args.duplicates, n_resamples=args.bootstrap, seed=args.seed)
     for note in out.get("notes", []):
         print(f"matrixeval: note: {note}", file=sys.stderr)
     print(out["markdown"])
@@ -118,6 +123,8 @@ def compare(
     higher_is_better: dict[str, bool] | None = None,
     by_layer: bool = False,
     duplicates: str = "keep-newest",
+    n_resamples: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Tables, fits, plot, ranking and correlations from results files (paths or loaded dicts).
 
@@ -125,15 +132,20 @@ def compare(
     ``correlations`` are empty lists when not asked for or not applicable. Files are written only under
     `output` (a path stem) and `plot`. `rank_by` ("mean" or "mean_rank") and `higher_is_better`
     (``{metric: bool}``, overriding any direction) shape the ranking. Files of one model identity are handled
-    by `duplicates` (:func:`matrixeval.report.compare.dedupe`); ``notes`` says which files were dropped.
+    by `duplicates` (:func:`matrixeval.report.compare.dedupe`); ``notes`` says which files were dropped, which
+    caveats concern the ranking, and when its intervals are unavailable. With `rank` and `n_resamples` > 0 each
+    ranking row gets ``rank_lo``/``rank_hi`` (95 % interval) and ``flip_next`` from
+    :func:`matrixeval.report.compare.bootstrap_ranking` (``bootstrap`` in the result).
     """
-    from ..report.compare import dedupe, unique_names
+    from ..report.compare import bootstrap_ranking, dedupe, ranking_notes, unique_names
     from ..report import compare_table, correlations, fit_scaling, fit_table, load_results, plot_scaling, rank_models
     from ..report.tables import to_markdown, write_csv
     from ..results import json_safe
 
     if fit not in (None, "powerlaw"):
         raise MatrixEvalError(f"unknown fit {fit!r}; the only fit is 'powerlaw'")
+    if n_resamples < 0:
+        raise MatrixEvalError(f"--bootstrap must be 0 or more (got {n_resamples})")
     if plot is not None:
         plot = _plot_path(plot, output, plot_metric or "plot")
         _check_plot_path(plot)
@@ -150,6 +162,20 @@ def compare(
 
     fits = fit_table(loaded, x, metric_names, layer) if fit else []
     ranking = rank_models(loaded, rank, task, layer, (higher_is_better or {}).get(rank), by=rank_by) if rank else []
+    boot: dict[str, Any] = {}
+    if ranking:
+        direction = (higher_is_better or {}).get(rank)
+        notes += ranking_notes(loaded, rank, task, layer)
+        if n_resamples:
+            boot = bootstrap_ranking(loaded, rank, task, layer, direction, by=rank_by, n_resamples=n_resamples,
+                                     seed=seed)
+        if "unavailable" in boot:
+            notes.append(f"ranking by {rank}: {boot['unavailable']}")
+        elif boot:
+            flips = {f["better"]: f["flip_rate"] for f in boot["flips"]}
+            for row in ranking:
+                row["rank_lo"], row["rank_hi"] = boot["intervals"][row["model"]]
+                row["flip_next"] = flips.get(row["model"], "")
     has_accuracy = [t for t in sorted({t for r in loaded for t in r["results"]})
                     if any("accuracy" in r["results"].get(t, {}) for r in loaded)]
     corr = [row for row in correlations(loaded, [m for m in metric_names if m not in ACCURACY], "accuracy", layer=layer)
@@ -163,6 +189,14 @@ def compare(
         how = {"mean": " (mean over the tasks every model has)", "mean_rank": " (mean rank over the tasks)"}
         sections.append((f"Ranking by {rank}" + (f" on {task}" if task else how[rank_by]),
                          to_markdown(ranking)))
+        if boot and "unavailable" not in boot:
+            docs = ", ".join(f"{t}: {n}" for t, n in boot["n_docs"].items())
+            sections[-1] = (sections[-1][0], sections[-1][1] + (
+                f"\n\nrank_lo–rank_hi: 95 % interval of the rank in a paired bootstrap over the documents all models "
+                f"share ({docs}; {boot['n_resamples']} resamples, seed {boot['seed']}); flip_next: share of resamples "
+                "that rank the next model ahead of this one"))
+    if notes:
+        sections.append(("Notes", "\n".join(f"- {n}" for n in notes)))
     if corr:
         sections.append(("Correlation with accuracy across models", to_markdown(corr)))
     profiles, profile_metrics = _layer_profiles(loaded, metric_names) if by_layer else ([], [])
@@ -189,11 +223,12 @@ def compare(
         body = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr,
                 "config": {"x": x, "fit": fit, "metrics": metric_names, "rank": rank, "rank_by": rank_by,
                            "higher_is_better": higher_is_better or {}, "task": task, "layer": layer,
-                           "files": [str(p) for p in paths], "duplicates": duplicates}, "notes": notes}
+                           "files": [str(p) for p in paths], "duplicates": duplicates,
+                           "bootstrap": n_resamples, "seed": seed}, "notes": notes, "bootstrap": boot}
         write_text_atomic(f"{stem}.json", json.dumps(json_safe(body), indent=2, allow_nan=False))
         outputs["json"] = f"{stem}.json"
     out = {"table": table, "fits": fits, "ranking": ranking, "correlations": corr, "markdown": markdown,
-           "outputs": outputs, "notes": notes}
+           "outputs": outputs, "notes": notes, "bootstrap": boot}
     if by_layer:
         out["by_layer"] = profiles
     return out

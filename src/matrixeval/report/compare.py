@@ -20,7 +20,9 @@ from matrixeval.report.fit import PowerLawFit, fit_power_law
 
 __all__ = [
     "DUPLICATES",
+    "bootstrap_ranking",
     "compare_table",
+    "ranking_notes",
     "dedupe",
     "identity_of",
     "label_of",
@@ -481,3 +483,151 @@ def layer_profiles(results: Sequence[dict], metrics: Sequence[str] | None = None
     if not rows:
         raise MatrixEvalError("no results have by_layer values; run with --layers all (or several layers)")
     return rows
+
+
+# ---- paired bootstrap of rankings over the documents every model shares ----
+
+N_RESAMPLES = 1000
+
+
+def _samples_path(result: dict, task: str) -> Path | None:
+    """``samples_<task>_<stamp>.jsonl`` beside ``<prefix>_<stamp>.json`` (what ``--log_samples`` writes)."""
+    source = result.get("_source")
+    if not source or "_" not in Path(source).stem:
+        return None
+    stamp = Path(source).stem.rsplit("_", 1)[1]
+    path = Path(source).with_name(f"samples_{task.replace('/', '__')}_{stamp}.jsonl")
+    return path if path.is_file() else None
+
+
+def _sample_values(result: dict, task: str, metric: str, layer: int | None) -> dict[int, float] | None:
+    """``{doc_id: per-sample value}`` of ``metric`` from the run's samples file (finite values of ok samples), or
+    None when there is no samples file or the metric has no per-sample column."""
+    path = _samples_path(result, task)
+    if path is None:
+        return None
+    entry = result["results"].get(task, {})
+    layer_key = str(layer if layer is not None else entry.get("primary_layer", ""))
+    field = "entropy" if metric == "matrix_entropy" else metric
+    out: dict[int, float] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise MatrixEvalError(f"cannot read samples file {path}: {err}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            doc = int(record["doc_id"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise MatrixEvalError(f"{path} line {number} is not a samples record with a doc_id") from None
+        if metric in ("loss", "perplexity"):
+            value = record.get("loss")
+            if value is not None and metric == "perplexity":
+                value = math.exp(value) if value < 709 else math.inf
+        else:
+            values = (record.get("layers") or {}).get(layer_key) or {}
+            if field not in values:
+                return None
+            value = values[field] if values.get("status", "ok") == "ok" else None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[doc] = float(value)
+    return out
+
+
+def bootstrap_ranking(results: Sequence[dict], metric: str, task: str | None = None, layer: int | None = None,
+                      higher_is_better: bool | None = None, by: str = "mean", n_resamples: int = N_RESAMPLES,
+                      seed: int = 0) -> dict:
+    """Paired bootstrap of :func:`rank_models` over the documents every model shares (matched by doc_id).
+
+    Every resample draws, per task (in name order), the shared documents with replacement from one
+    ``numpy.random.default_rng(seed)`` — the same draw for every model, so the comparison is paired — recomputes
+    each model's per-task mean over them and ranks as ``by`` does. Returns ``{"n_resamples", "seed", "n_docs":
+    {task: n}, "intervals": {model: [lo, hi]}`` (2.5 and 97.5 percentiles of the model's rank), ``"flips":
+    [{"better", "worse", "flip_rate"}]`` (for neighbours in the ranking, the share of resamples that rank the
+    worse strictly ahead)``}``, or ``{"unavailable": why}`` when not every file has samples for the metric.
+    """
+    from scipy.stats import rankdata
+
+    if n_resamples < 1:
+        raise MatrixEvalError(f"--bootstrap must be at least 1 (got {n_resamples})")
+    better_high = metric_direction(results, metric) if higher_is_better is None else higher_is_better
+    ranking = rank_models(results, metric, task, layer, better_high, by=by)
+    names = [model_name(r) for r in results]
+    tasks = [task] if task is not None else [t for t in _tasks(results) if t in ranking[0]]
+    columns: dict[str, np.ndarray] = {}
+    n_docs = {}
+    for t in tasks:
+        per_model = [_sample_values(r, t, metric, layer) for r in results]
+        missing = [n for n, v in zip(names, per_model) if v is None]
+        if missing:
+            return {"unavailable": f"no per-sample {metric} for {t} from {', '.join(missing)} (run with "
+                                   "--log_samples); ranked without intervals"}
+        shared = sorted(set.intersection(*(set(v) for v in per_model)))
+        if not shared:
+            return {"unavailable": f"the models share no document with a finite {metric} on {t}; "
+                                   "ranked without intervals"}
+        n_docs[t] = len(shared)
+        columns[t] = np.array([[v[d] for d in shared] for v in per_model])  # models × docs
+    rng = np.random.default_rng(seed)
+    sign = -1.0 if better_high else 1.0
+    ranks = np.empty((n_resamples, len(results)))
+    for b in range(n_resamples):
+        scores = {}
+        for t in tasks:
+            idx = rng.integers(0, n_docs[t], n_docs[t])
+            scores[t] = columns[t][:, idx].mean(axis=1)
+        if by == "mean_rank" and task is None:
+            per_task = np.array([rankdata(sign * scores[t], method="average") for t in tasks])
+            ranks[b] = rankdata(per_task.mean(axis=0), method="average")
+        else:
+            ranks[b] = rankdata(sign * np.mean([scores[t] for t in tasks], axis=0), method="average")
+    position = {n: i for i, n in enumerate(names)}
+    intervals = {n: [float(np.percentile(ranks[:, i], 2.5)), float(np.percentile(ranks[:, i], 97.5))]
+                 for n, i in position.items()}
+    order = [row["model"] for row in ranking]
+    flips = [{"better": a, "worse": b, "flip_rate": float(np.mean(ranks[:, position[b]] < ranks[:, position[a]]))}
+             for a, b in zip(order, order[1:])]
+    return {"n_resamples": n_resamples, "seed": seed, "n_docs": n_docs, "intervals": intervals, "flips": flips}
+
+
+# ---- notes on rankings: the caveats (matrixeval.caveats codes in results' "warnings") that concern the metric ----
+
+NUCLEAR_ORDER_DISAGREES = "nuclear_norm_order_disagrees"
+_CAVEAT_METRICS = {  # caveat code -> metrics it concerns (None: every metric)
+    "perplexity_dominated": ("perplexity",),
+    "entropy_ceiling": ("matrix_entropy", "effective_rank", "effective_rank_sigma", "rankme", "rankme_reptrix"),
+    "nuclear_norm_full": ("nuclear_norm",),
+    "few_samples": None,
+    "truncated": None,
+}
+
+
+def ranking_notes(results: Sequence[dict], metric: str, task: str | None = None,
+                  layer: int | None = None) -> list[str]:
+    """One line per caveat in the files' ``warnings`` that concerns a ranking by ``metric`` (on ``task``, or on
+    any task), and one when ``nuclear_norm`` and ``nuclear_norm_exact`` order the models differently."""
+    notes = []
+    for r in results:
+        for t, entry in sorted(r["results"].items()):
+            if task is not None and t != task:
+                continue
+            for w in entry.get("warnings") or []:
+                if not isinstance(w, dict):
+                    continue
+                concerned = _CAVEAT_METRICS.get(str(w.get("code")), ())
+                if concerned is None or metric in concerned:
+                    notes.append(f"ranking by {metric}: {model_name(r)} / {t} has caveat [{w.get('code')}] "
+                                 f"{w.get('message', '')}")
+    if metric in ("nuclear_norm", "nuclear_norm_exact") and len(results) > 1:
+        try:
+            orders = [[row["model"] for row in rank_models(results, m, task, layer, False)]
+                      for m in ("nuclear_norm", "nuclear_norm_exact")]
+        except MatrixEvalError:
+            orders = []
+        if orders and orders[0] != orders[1]:
+            notes.append(f"ranking by {metric}: [{NUCLEAR_ORDER_DISAGREES}] nuclear_norm orders the models "
+                         f"{' > '.join(orders[0])} but nuclear_norm_exact {' > '.join(orders[1])} (best first); "
+                         "the approximation (top-min(N, d) columns) changes the conclusion")
+    return notes
