@@ -127,7 +127,7 @@ def evaluate(
 def _layers_plot(out: dict[str, Any]) -> str | None:
     """Draw ``<stem>_layers.png`` next to the results JSON: each per-layer metric against relative depth."""
     from .report.compare import layer_profiles
-    from .report.plots import plot_layer_profiles
+    from .report.plots import caveat_notes, plot_layer_profiles
 
     path = out["results_path"]
     target = f"{path[: -len('.json')]}_layers.png"
@@ -137,7 +137,8 @@ def _layers_plot(out: dict[str, Any]) -> str | None:
     try:
         plot_layer_profiles(layer_profiles([out], metrics), target, metrics=metrics,
                             higher_is_better=out["higher_is_better"],
-                            title=f"{out['config']['model_name'].split('__')[-1]}: layer profiles")
+                            title=f"{out['config']['model_name'].split('__')[-1]}: layer profiles",
+                            notes=caveat_notes(out["results"]))
     except MatrixEvalError as err:  # e.g. no finite value: the numbers are written already
         logger.warning("no plot %s: %s", target, err)
         return None

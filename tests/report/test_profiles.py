@@ -74,3 +74,24 @@ def test_labels_take_the_direction_given_and_steps_spanning_decades_get_symlog()
     assert metric_axis_label("x", None) == "x"
     assert step_scale([0, 1000, 2000, 143000]) == ("symlog", 1000.0)
     assert step_scale([0, 20, 40, 60]) == ("linear", None)
+
+
+def test_the_layer_profile_plot_carries_the_runs_caveats(tiny_root, tiny_corpus, tmp_path, monkeypatch):
+    """issue 18: caveats travel to the plot too. 20 texts trigger few_samples; the figure gets that line."""
+    from matplotlib.figure import Figure
+
+    titles = []
+    real = Figure.suptitle
+    monkeypatch.setattr(Figure, "suptitle", lambda self, text, **kw: (titles.append(text), real(self, text, **kw))[1])
+    model = make_tiny_causal_lm(tiny_root, "gpt2")
+    out = matrixeval.evaluate(f"pretrained={model}", str(tiny_corpus), layers="all", metrics="matrix_entropy",
+                              output_path=tmp_path)
+    codes = [w["code"] for w in out["results"][next(iter(out["results"]))]["warnings"]]
+    assert "few_samples" in codes
+    assert any("[few_samples]" in t and "layer profiles" in t for t in titles), titles
+    titles.clear()
+    many = matrixeval.evaluate(f"pretrained={model}", str(tiny_corpus), layers="all", metrics="matrix_entropy",
+                               output_path=tmp_path / "quiet", caveats=["min_samples=1", "min_entropy_ceiling=0",
+                                                                        "max_truncated_fraction=1"])
+    assert not any(w for e in many["results"].values() for w in e["warnings"])
+    assert titles and not any("⚠" in t for t in titles)

@@ -233,11 +233,12 @@ def step_scale(steps: Sequence[float]) -> tuple[str, float | None]:
 
 def plot_metric_panels(panels: Mapping[str, Mapping[str, Sequence[Point]]], path: str | Path, *, xlabel: str,
                        title: str, higher_is_better: Mapping[str, bool] | None = None, xscale: str = "linear",
-                       linthresh: float | None = None) -> Path:
+                       linthresh: float | None = None, notes: Sequence[str] = ()) -> Path:
     """One panel per metric (``{metric: {line label: [(x, y, lo, hi), ...]}}``), one line with markers per label
     and its 95% interval as a shaded band; the y label says which direction is better (``higher_is_better``).
     ``xscale`` "symlog" with ``linthresh`` (see :func:`step_scale`) shows a step 0 beside steps that span decades.
-    Lines keep the same colour across panels; one legend below all panels."""
+    Lines keep the same colour across panels; one legend below all panels. ``notes`` (caveats, see
+    :func:`caveat_notes`) are written under the title."""
     panels = {m: lines for m, lines in panels.items() if any(_finite(p[1]) for pts in lines.values() for p in pts)}
     if not panels:
         raise MatrixEvalError("plot_metric_panels got no finite values; pass {metric: {label: [(x, y, lo, hi)]}}")
@@ -274,7 +275,13 @@ def plot_metric_panels(panels: Mapping[str, Mapping[str, Sequence[Point]]], path
             ax.set_visible(False)
         elif i >= n - cols:  # the lowest panel of each column
             ax.set_xlabel(xlabel)
-    fig.suptitle(title)
+    if notes:
+        import textwrap
+
+        caveats = "\n".join(textwrap.fill(n, 60 * cols, subsequent_indent="   ") for n in notes)
+        fig.suptitle(f"{title}\n{caveats}", fontsize=9)
+    else:
+        fig.suptitle(title)
     handles = {}
     for ax in axes[:n]:
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -289,9 +296,11 @@ def plot_metric_panels(panels: Mapping[str, Mapping[str, Sequence[Point]]], path
 
 
 def plot_layer_profiles(rows: Sequence[Mapping], path: str | Path, *, metrics: Sequence[str],
-                        higher_is_better: Mapping[str, bool] | None = None, title: str = "layer profiles") -> Path:
+                        higher_is_better: Mapping[str, bool] | None = None, title: str = "layer profiles",
+                        notes: Sequence[str] = ()) -> Path:
     """Each metric against relative depth, from :func:`matrixeval.report.compare.layer_profiles` rows: one line
-    per task (per model when several models are in the rows, "model / task" when both vary), 95% band."""
+    per task (per model when several models are in the rows, "model / task" when both vary), 95% band; the
+    caveats in ``notes`` under the title."""
     several_models = len({r["model"] for r in rows}) > 1
     several_tasks = len({r["task"] for r in rows}) > 1
 
@@ -307,7 +316,7 @@ def plot_layer_profiles(rows: Sequence[Mapping], path: str | Path, *, metrics: S
                 panels.setdefault(m, {}).setdefault(label(r), []).append(
                     (r["relative_depth"], r[m], r.get(f"{m}_lo"), r.get(f"{m}_hi")))
     return plot_metric_panels(panels, path, xlabel="relative depth (layer / num_layers; 0 = embeddings)",
-                              title=title, higher_is_better=higher_is_better)
+                              title=title, higher_is_better=higher_is_better, notes=notes)
 def _span(height: float, error: float | tuple[float, float] | None) -> tuple[float, float]:
     """(below, above) distances of an error bar from the bar's top: ±error, or to an interval's bounds."""
     if error is None or not _finite(height):
