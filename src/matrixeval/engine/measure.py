@@ -47,7 +47,7 @@ class MeasureConfig:
     family: FamilyOptions = field(default_factory=FamilyOptions)
 
 
-def _metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
+def metric_mask(ids: torch.Tensor, span: torch.Tensor, cfg: MeasureConfig) -> torch.Tensor:
     """Positions that enter the matrix: the span's tokens, minus a leading BOS/CLS when asked."""
     mask = span
     if cfg.exclude_bos and cfg.special_ids:
@@ -126,7 +126,7 @@ def measure_batch(
     In rolling mode the items' windows go through the model `window_batch` at a time (default: len(items)); each
     is at most max_length tokens, so that many windows take no more memory than a batch of that many samples."""
     ids, attention, span = collate(items, lm.tokenizer.pad_token_id, lm.device)
-    mask = _metric_mask(ids, span, cfg)
+    mask = metric_mask(ids, span, cfg)
     out = forward(lm, ids, attention, cfg.layers, need_loss=cfg.need_loss and not cfg.rolling)
     per_layer = _spectral(out.hidden, mask, cfg.layers, cfg.extras, cfg.family)
     # _spectral has taken every captured layer out of out.hidden: nothing of the trained model's forward

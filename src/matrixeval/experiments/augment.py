@@ -33,6 +33,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..caveats import few_samples, truncated
+from ..caveats import report as report_caveats
 from ..data import Document
 from ..data.augment import AUGMENTATION, augment_text, check_augmenter, view_seed
 from ..engine.keys import inputs_digest, key_path, make_key, model_identity
@@ -45,6 +47,7 @@ from . import _common as common
 
 DESCRIPTION = "LiDAR, DiME and InfoNCE per layer from seeded augmented views (Layer by Layer)"
 METRICS = ("lidar", "dime", "infonce", "infonce_mi_lower_bound")
+HIGHER = {"lidar": True, "dime": True, "infonce": False, "infonce_mi_lower_bound": True}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,8 +122,9 @@ def augment_experiment(
         entry = _task_entry(pooled, len(task.documents), n_views, session, alpha=alpha, normalization=normalization,
                             temperature=temperature, dime_iters=dime_iters, seed=opts.seed)
         entry["source"] = task.source
-        for w in entry.get("warnings", []):
-            print(f"matrixeval: warning: task {task.name}: [{w['code']}] {w['message']}; {w['advice']}", file=sys.stderr)
+        n_truncated = sum(bool(r.get("truncated")) for r in pooled.values())
+        report_caveats(entry, task.name, [few_samples(entry["n_samples"], opts.thresholds),
+                                          truncated(n_truncated, len(pooled), opts.thresholds)])
         results[task.name] = entry
         for layer, values in entry["layers"].items():
             rows.append({"task": task.name, "layer": int(layer), "n_docs": values["n_docs"], "n_views": n_views,
@@ -130,19 +134,19 @@ def augment_experiment(
                          extra_config={"tasks": tasks, "n_views": n_views, "alpha": alpha,
                                        "normalization": normalization, "temperature": temperature,
                                        "dime_iters": dime_iters, "augmentation": AUGMENTATION},
-                         plots={"": _plotter(rows, f"{model}: augmentation metrics by layer", results)},
-                         higher_is_better={"lidar": True, "dime": True, "infonce": False,
-                                           "infonce_mi_lower_bound": True})
+                         plots={"": _plotter(rows, f"{model}: augmentation metrics by layer", results, HIGHER)},
+                         higher_is_better=HIGHER)
 
 
 def _pooled_views(session, views: list[Document], store, opts) -> dict[int, dict[str, Any]]:
     """Each view's token-normalised mean vector at every layer, by view id: from the store, or measured and
     stored batch by batch."""
-    import torch
     from tqdm.auto import tqdm
 
-    from ..engine.batching import encode
+    from ..engine.batching import collate, encode
+    from ..engine.measure import metric_mask
     from ..metrics import normalize_tokens
+    from ..metrics.family import pooled_from_tokens
     from ..models.forward import forward
 
     done = store.load()
@@ -151,31 +155,25 @@ def _pooled_views(session, views: list[Document], store, opts) -> dict[int, dict
         print(f"augment: resumed {len(views) - len(todo)} of {len(views)} views from the store", flush=True,
               file=sys.stderr)
     lm, layers = session.lm, list(session.layers)
-    special = set(lm.tokenizer.all_special_ids)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     size = opts.batch_size if isinstance(opts.batch_size, int) else 8
     encoded = encode(lm.tokenizer, todo, session.max_length)
     try:
         with tqdm(total=len(todo), desc="augmented views", unit="view", leave=False) as bar:
             for start in range(0, len(encoded), size):
                 chunk = encoded[start:start + size]
-                width = max(len(e.input_ids) for e in chunk)
-                pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-                ids = torch.tensor([list(e.input_ids) + [pad] * (width - len(e.input_ids)) for e in chunk])
-                mask = torch.tensor([[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in chunk])
-                out = forward(lm, ids, mask, layers, need_loss=False)
-                keep = mask.bool()
-                if opts.exclude_bos:
-                    keep[:, 0] &= ~torch.tensor([e.input_ids[0] in special for e in chunk])
-                new = []
-                for b, e in enumerate(chunk):
-                    rec: dict[str, Any] = {"doc_id": e.doc_id, "n_tokens": len(e.input_ids), "truncated": e.truncated,
-                                           "layers": {}}
-                    for layer in layers:
-                        norm = normalize_tokens(out.hidden[layer][b:b + 1].float().cpu(), keep[b:b + 1])
-                        ok = int(norm.status[0]) == OK and int(norm.n_used[0]) > 0
-                        vec = norm.z[0].sum(dim=0) / norm.n_used[0] if ok else None
-                        rec["layers"][str(layer)] = vec.double().tolist() if vec is not None else None
-                    new.append(rec)
+                ids, attention, span = collate(chunk, pad, lm.device)
+                out = forward(lm, ids, attention, layers, need_loss=False)
+                keep = metric_mask(ids, span, session.cfg).cpu()  # a leading BOS/CLS left out as --exclude_bos says
+                vectors, valid = {}, {}
+                for layer in layers:
+                    t = normalize_tokens(out.hidden.pop(layer).float().cpu(), keep)
+                    vectors[layer] = pooled_from_tokens(t)["mean"]
+                    valid[layer] = ((t.status == OK) & (t.n_used > 0)).tolist()
+                new = [{"doc_id": e.doc_id, "n_tokens": len(e.input_ids), "truncated": e.truncated,
+                        "layers": {str(layer): vectors[layer][b].tolist() if valid[layer][b] else None
+                                   for layer in layers}}
+                       for b, e in enumerate(chunk)]
                 store.append(new)
                 done.update({r["doc_id"]: r for r in new})
                 fault_pause()
@@ -209,45 +207,24 @@ def _task_entry(pooled: Mapping[int, Mapping[str, Any]], n_docs: int, n_views: i
         layers[name] = values
     valid = min((v["n_docs"] for v in layers.values()), default=0)
     n_truncated = sum(bool(r.get("truncated")) for r in pooled.values())
-    entry: dict[str, Any] = {"n_samples": valid, "n_docs": n_docs, "n_views": n_views, "n_truncated_views": n_truncated,
-                             "layers": layers}
-    from ..caveats import CaveatThresholds, few_samples, truncated
-
-    found = [few_samples(valid, CaveatThresholds()), truncated(n_truncated, len(pooled), CaveatThresholds())]
-    if any(found):
-        entry["warnings"] = [c.as_dict() for c in found if c is not None]
-    return entry
+    return {"n_samples": valid, "n_docs": n_docs, "n_views": n_views, "n_truncated_views": n_truncated,
+            "layers": layers}
 
 
-def _plotter(rows: Sequence[Mapping[str, Any]], title: str, results: Mapping[str, Any]):
+def _plotter(rows: Sequence[Mapping[str, Any]], title: str, results: Mapping[str, Any], higher: Mapping[str, bool]):
     """Each metric against the layer, one line per task with its documents in the legend; the tasks' caveats
-    are printed under the figure."""
+    are written under the title."""
     def draw(path) -> None:
-        import matplotlib
+        from ..report.plots import caveat_notes, plot_metric_panels
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from ..engine.files import atomic_savefig
-
-        fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4), squeeze=False)
-        for ax, m in zip(axes[0], METRICS):
-            for task in dict.fromkeys(r["task"] for r in rows):
-                pts = [(r["layer"], r[m], r["n_docs"]) for r in rows if r["task"] == task and r[m] is not None]
-                if pts:
-                    ns = sorted({p[2] for p in pts})
-                    n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{task} (n = {n} docs)")
-            ax.set_xlabel("layer")
-            ax.set_title(m)
-            ax.legend(fontsize=7, loc="best")
-        fig.suptitle(title)
-        notes = [f"caveat, {task}: [{w['code']}] {w['message']}" for task, e in results.items()
-                 for w in e.get("warnings", [])]
-        fig.tight_layout(rect=(0, 0.06 * len(notes), 1, 1))
-        for i, note in enumerate(notes):
-            fig.text(0.01, 0.01 + 0.05 * i, note, fontsize=8, color="darkred")
-        atomic_savefig(fig, path, dpi=120)
-        plt.close(fig)
+        panels: dict[str, dict[str, list]] = {}
+        for task in dict.fromkeys(r["task"] for r in rows):
+            ns = sorted({r["n_docs"] for r in rows if r["task"] == task})
+            label = f"{task} (n = {ns[0] if len(ns) == 1 else f'{ns[0]}-{ns[-1]}'} docs)"
+            for m in METRICS:
+                panels.setdefault(m, {})[label] = [(r["layer"], r[m], None, None) for r in rows
+                                                   if r["task"] == task and r[m] is not None]
+        plot_metric_panels(panels, path, xlabel="layer (HF hidden-state index)", title=title,
+                           higher_is_better=higher, notes=caveat_notes(results))
 
     return draw
