@@ -67,7 +67,7 @@ def campaign(root: Path, names: list[str]) -> int:
     total = identical = 0
     for case in cases:
         baseline, _ = fc.run(case, root / case.name / "baseline")
-        lines = fc.stored_lines(root / case.name / "baseline")
+        lines = faults.stored_lines(root / case.name / "baseline")
         # a kill_on case counts training states, not store records: its own points only
         points = case.kill_points if case.kill_on else sorted({*case.kill_points, lines - 1})
         for point in points:

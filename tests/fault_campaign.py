@@ -126,11 +126,11 @@ def crash(case: Case, out: Path, after_lines: int, delay: float = 0.3, timeout: 
                             env=faults.env(delay), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
-    progress = (lambda: len(list(out.glob(case.kill_on)))) if case.kill_on else (lambda: stored_lines(out))
+    progress = (lambda: len(list(out.glob(case.kill_on)))) if case.kill_on else (lambda: faults.stored_lines(out))
     while progress() < after_lines:
         if proc.poll() is not None:
             raise RuntimeError(f"{case.name} ended before kill point {after_lines} "
-                               f"({stored_lines(out)} lines stored): {proc.stderr.read()[-2000:]}")
+                               f"({faults.stored_lines(out)} lines stored): {proc.stderr.read()[-2000:]}")
         if time.time() > deadline:
             faults.kill_tree(proc.pid)
             raise TimeoutError(f"{case.name}: kill point {after_lines} not reached in {timeout} s")
@@ -138,18 +138,6 @@ def crash(case: Case, out: Path, after_lines: int, delay: float = 0.3, timeout: 
     faults.kill_tree(proc.pid)
     proc.wait()
     return progress()
-
-
-def stored_lines(out: Path) -> int:
-    """Durable records in every store under `out` (any experiment's store folders)."""
-    total = 0
-    for p in out.rglob("*.jsonl"):
-        if "store" in p.relative_to(out).parts[:-1]:
-            try:
-                total += p.read_bytes().count(b"\n")
-            except OSError:
-                pass
-    return total
 
 
 def comparable(value):

@@ -32,7 +32,15 @@ def command(run_args: list[str], out: Path, ranks: int) -> list[str]:
 
 
 def stored_lines(out: Path) -> int:
-    return sum(len(p.read_text().splitlines()) for p in out.rglob("store/*/*.jsonl"))
+    """Durable records in every store under `out` (any command's store folders), read while a run may still be
+    appending (bytes, not text: a half-written character is no error)."""
+    total = 0
+    for p in out.rglob("store/*/*.jsonl"):
+        try:
+            total += p.read_bytes().count(b"\n")
+        except OSError:
+            pass
+    return total
 
 
 def run(run_args: list[str], out: Path, ranks: int = 1) -> dict:
