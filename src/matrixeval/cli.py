@@ -95,6 +95,32 @@ def add_model_and_task_args(p: argparse.ArgumentParser) -> None:
                         "device, or dead) before the other ranks stop with one line naming it; a rank that is only "
                         "slower is waited for (default: 600)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    add_definition_args(p)
+
+
+def add_definition_args(p: argparse.ArgumentParser) -> None:
+    """The flags that choose each metric's definition (shared by `run` and every experiment; the results
+    config's ``conventions`` records the one each value follows)."""
+    p.add_argument("--convention", default="wei2024", choices=("wei2024", "layer_by_layer", "garrido", "reptrix"),
+                   help="definition of prompt_entropy and dataset_entropy(_last): wei2024 (default; no clamp, "
+                        "÷ log D: prompt_entropy = matrix_entropy) or layer_by_layer (Skean et al.: Gram matrix "
+                        "clamped to >= 0, ÷ min(log N, log D)). RankMe's garrido and reptrix are the metrics "
+                        "rankme and rankme_reptrix. config.conventions records every value's")
+    p.add_argument("--lbl_normalization", default=None,
+                   choices=("maxEntropy", "logN", "logD", "logNlogD", "raw", "length"),
+                   help="normalisation of prompt/dataset entropy (default: the convention's) and of lidar/dime "
+                        "(default: maxEntropy, as Layer by Layer)")
+    p.add_argument("--renyi_alpha", type=float, default=None,
+                   help="Rényi α of prompt/dataset entropy, lidar and dime (default 1)")
+    p.add_argument("--alpha_req_window", default=None, metavar="START:STOP",
+                   help="α-ReQ's eigenvalue index window, 0-based [START, STOP) (default 10:100, as reptrix)")
+    p.add_argument("--n_views", type=int, default=None,
+                   help="lidar, dime, infonce: seeded augmented views per document, one extra forward pass each "
+                        "(default 8, as Layer by Layer; dime and infonce use views 0 and 1)")
+    p.add_argument("--infonce_temperature", type=float, default=None,
+                   help="InfoNCE's temperature (default 0.1)")
+    p.add_argument("--dime_iters", type=int, default=None,
+                   help="DiME's permutations, seeded by --seed (default 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,24 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_and_task_args(run)
     run.add_argument("--metrics", default=None, help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,"
                      "nuclear_norm_exact,rankme,rankme_reptrix,effective_rank_sigma,alpha_req,prompt_entropy,curvature,"
-                     "dataset_entropy,dataset_entropy_last,loss,perplexity,diff_erank, and with --rolling "
+                     "dataset_entropy,dataset_entropy_last,lidar,dime,infonce,infonce_mi_lower_bound,loss,perplexity,"
+                     "diff_erank, and with --rolling "
                      "word_perplexity,byte_perplexity,bits_per_byte (`matrixeval ls`; default: matrix_entropy + "
                      "loss,perplexity when the model has an LM head, and in rolling mode the three with perplexity; "
                      "with no --model_args also diff_erank). diff_erank runs the "
                      "seeded random init in eval mode (no dropout), a deliberate departure from the authors' "
                      "diff_erank_dataset.py, which never calls .eval(): there dropout is active and its values "
                      "change from run to run")
-    run.add_argument("--convention", default="wei2024", choices=("wei2024", "layer_by_layer", "garrido", "reptrix"),
-                     help="definition of prompt_entropy and dataset_entropy(_last): wei2024 (default; no clamp, "
-                          "÷ log D: prompt_entropy = matrix_entropy) or layer_by_layer (Skean et al.: Gram matrix "
-                          "clamped to >= 0, ÷ min(log N, log D)). RankMe's garrido and reptrix are the metrics "
-                          "rankme and rankme_reptrix. config.conventions records every value's")
-    run.add_argument("--lbl_normalization", default=None,
-                     choices=("maxEntropy", "logN", "logD", "logNlogD", "raw", "length"),
-                     help="normalisation of prompt/dataset entropy (default: the convention's)")
-    run.add_argument("--renyi_alpha", type=float, default=None, help="Rényi α of prompt/dataset entropy (default 1)")
-    run.add_argument("--alpha_req_window", default=None, metavar="START:STOP",
-                     help="α-ReQ's eigenvalue index window, 0-based [START, STOP) (default 10:100, as reptrix)")
     run.add_argument("--log_samples", action="store_true", help="also write samples_<task>_<timestamp>.jsonl")
     ls = sub.add_parser("ls", help="list tasks and metrics, one line each with what they read")
     ls.add_argument("--include_path", action="append", default=None, metavar="DIR",
@@ -173,8 +189,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         store=a.store, sample_size=a.sample_size, sample_seed=a.sample_seed, rolling=a.rolling,
         dist_timeout=a.dist_timeout, caveats=a.caveat, min_tokens=a.min_tokens, fixed_tokens=a.fixed_tokens,
         convention=a.convention, lbl_normalization=a.lbl_normalization, renyi_alpha=a.renyi_alpha,
-        alpha_req_window=a.alpha_req_window,
-        include_path=a.include_path,
+        alpha_req_window=a.alpha_req_window, n_views=a.n_views, infonce_temperature=a.infonce_temperature,
+        dime_iters=a.dime_iters, include_path=a.include_path,
     )
     if out is not None:
         print(results_markdown(out))

@@ -11,7 +11,7 @@ from .caveats import CaveatThresholds, parse_thresholds
 from .data import load_task, parse_task_specs
 from .data.recipes import DEFAULT_TASK
 from .errors import MatrixEvalError
-from .metric_info import LM_HEAD, ROLLING, NoLMHead, family_options, needs_rolling
+from .metric_info import LM_HEAD, ROLLING, NoLMHead, augment_options, family_options, needs_rolling
 from .session import DEFAULT_MAX_LENGTH, EMBEDDED_DEFAULT_METRICS, Session
 
 __all__ = ["DEFAULT_MAX_LENGTH", "EMBEDDED_DEFAULT_METRICS", "evaluate"]
@@ -48,6 +48,9 @@ def evaluate(
     lbl_normalization: str | None = None,
     renyi_alpha: float | None = None,
     alpha_req_window: str | Sequence[int] | None = None,
+    n_views: int | None = None,
+    infonce_temperature: float | None = None,
+    dime_iters: int | None = None,
     include_path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate one model on tasks and return the results dict (also written as JSON when output_path is set).
@@ -72,6 +75,8 @@ def evaluate(
     max_tokens (its recipe or task file) apply when neither is given. `convention` (wei2024 |
     layer_by_layer), `lbl_normalization`, `renyi_alpha` and `alpha_req_window` ("START:STOP") define the family
     metrics (prompt_entropy, dataset_entropy, alpha_req); ``config["conventions"]`` records every value's.
+    `n_views` (default 8), `infonce_temperature` (0.1) and `dime_iters` (10) set the augmentation metrics
+    (lidar, dime, infonce, infonce_mi_lower_bound: `n_views` seeded views per document, one forward each).
     `include_path` (folders or files, a list or a comma list) makes the tasks of those task files available by name; a task file may also
     be named in `tasks` directly. With `metrics` None, the metrics the task files name (``metrics:`` or
     ``metric_list:``) are measured, all those of every task that names some, in order.
@@ -81,6 +86,8 @@ def evaluate(
     caveats = parse_thresholds(caveats)
     family_options(convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
                    alpha_req_window=alpha_req_window)  # a bad option fails before any data loads
+    augment_options(n_views=n_views, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
+                    infonce_temperature=infonce_temperature, dime_iters=dime_iters)
     specs = parse_task_specs(DEFAULT_TASK if tasks is None else tasks, include_path)  # "" is an error, not the default
     # Data first: a bad file should fail in a second, not after minutes of loading a large model.
     loaded = [load_task(spec, text_field=text_field, txt_split=txt_split, limit=limit, sample_size=sample_size,
@@ -97,7 +104,8 @@ def evaluate(
                           seed=seed, device=device, output_path=output_path, store=store, exclude_bos=exclude_bos,
                           caveats=caveats, rolling=rolling, dist_timeout=dist_timeout, min_tokens=min_tokens,
                           fixed_tokens=fixed_tokens, convention=convention, lbl_normalization=lbl_normalization,
-                          renyi_alpha=renyi_alpha, alpha_req_window=alpha_req_window)
+                          renyi_alpha=renyi_alpha, alpha_req_window=alpha_req_window, n_views=n_views,
+                          infonce_temperature=infonce_temperature, dime_iters=dime_iters)
     except NoLMHead:
         if not from_files:
             raise

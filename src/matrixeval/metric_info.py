@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import MatrixEvalError
 
 if TYPE_CHECKING:  # the family module imports torch; this registry stays light for `ls` and `compare`
+    from .metrics.augment import AugmentOptions
     from .metrics.family import FamilyOptions
 
 
@@ -22,6 +23,8 @@ class MetricInfo:
     scope: str = "per sample"  # or "per data set": one value per task and layer from mergeable per-document state
     aggregate: str = "mean over samples"
 
+
+_VIEWS = "one value from every document's stored view vectors"
 
 METRICS: dict[str, MetricInfo] = {
     m.name: m
@@ -48,6 +51,19 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("dataset_entropy_last", "a last-token vector per document", None,
                    "dataset_entropy on each document's last (centred, unit) token instead of its mean",
                    scope="per data set", aggregate="one value from every document's stored vector"),
+        # Augmentation metrics (metrics.augment): --n_views seeded nlpaug views of every document, one forward each.
+        MetricInfo("lidar", "mean-pooled vectors of --n_views augmented views per document", True,
+                   "LiDAR: Rényi-α entropy of the LDA matrix, documents as classes (Thilak et al.; Layer by Layer)",
+                   scope="per data set", aggregate=_VIEWS),
+        MetricInfo("dime", "mean-pooled vectors of views 0 and 1 of each document", True,
+                   "DiME between two views: permuted minus joint matrix entropy (Skean et al.; Layer by Layer)",
+                   scope="per data set", aggregate=_VIEWS),
+        MetricInfo("infonce", "mean-pooled vectors of views 0 and 1 of each document", False,
+                   "InfoNCE between two views at --infonce_temperature (Layer by Layer)",
+                   scope="per data set", aggregate=_VIEWS),
+        MetricInfo("infonce_mi_lower_bound", "mean-pooled vectors of views 0 and 1 of each document", True,
+                   "1 - infonce / log N, the mutual-information reading Layer by Layer reports",
+                   scope="per data set", aggregate=_VIEWS),
         MetricInfo("loss", "logits (causal LM head)", False, "mean next-token NLL per sample, averaged over samples"),
         MetricInfo("perplexity", "logits (causal LM head)", False, "exp of each sample's loss, averaged over samples"),
         # lm-eval's loglikelihood_rolling perplexities (metrics.perplexity): whole documents, rolling mode only.
@@ -144,7 +160,9 @@ _PRESETS = {"wei2024": {"clamp": False, "normalization": "logD"},
             "layer_by_layer": {"clamp": True, "normalization": "maxEntropy"}}
 # Extra per-record fields (engine.measure.EXTRA_FIELDS) each metric reads.
 READS_FIELD = {"alpha_req": "alpha_req", "prompt_entropy": "prompt_entropy", "curvature": "curvature",
-               "dataset_entropy": "pooled_mean", "dataset_entropy_last": "pooled_last"}
+               "dataset_entropy": "pooled_mean", "dataset_entropy_last": "pooled_last",
+               **{m: "pooled_views" for m in ("lidar", "dime", "infonce", "infonce_mi_lower_bound")}}
+AUGMENTATION = ("lidar", "dime", "infonce", "infonce_mi_lower_bound")
 
 
 def parse_window(spec: str | Sequence[int] | None) -> tuple[int, int]:
@@ -195,12 +213,40 @@ def family_options(
 def extra_fields(metrics: Sequence[str]) -> tuple[str, ...]:
     """The extra per-record fields the requested metrics read, in a fixed order (part of the store key)."""
     wanted = {READS_FIELD[m] for m in metrics if m in READS_FIELD}
-    return tuple(f for f in ("alpha_req", "prompt_entropy", "curvature", "pooled_mean", "pooled_last") if f in wanted)
+    return tuple(f for f in ("alpha_req", "prompt_entropy", "curvature", "pooled_mean", "pooled_last", "pooled_views")
+                 if f in wanted)
 
 
-def conventions(metrics: Sequence[str], options: FamilyOptions, convention: str = "wei2024") -> dict[str, dict[str, Any]]:
+def augment_options(
+    *,
+    n_views: int | None = None,
+    lbl_normalization: str | None = None,
+    renyi_alpha: float | None = None,
+    infonce_temperature: float | None = None,
+    dime_iters: int | None = None,
+) -> AugmentOptions:
+    """The settings of the augmentation metrics (LiDAR, DiME, InfoNCE). They have Layer by Layer's definition
+    under every --convention (Wei et al. define none), so their normalisation is --lbl_normalization when given,
+    else the reference's maxEntropy; --renyi_alpha sets their α as it does prompt and dataset entropy's."""
+    from .metrics.augment import AugmentOptions
+
+    return AugmentOptions(n_views=8 if n_views is None else n_views,
+                          alpha=1.0 if renyi_alpha is None else float(renyi_alpha),
+                          normalization=lbl_normalization or "maxEntropy",
+                          temperature=0.1 if infonce_temperature is None else float(infonce_temperature),
+                          dime_iters=10 if dime_iters is None else dime_iters)
+
+
+def conventions(metrics: Sequence[str], options: FamilyOptions, convention: str = "wei2024",
+                augment: AugmentOptions | None = None) -> dict[str, dict[str, Any]]:
     """The results config's ``conventions``: for every requested metric, the definition its values follow."""
+    from .data.augment import AUGMENTATION as METHOD
+    from .metrics.augment import LIDAR_DELTA, AugmentOptions
     from .metrics.family import RANKME_EPS
+
+    a = augment or AugmentOptions()
+    views = {"convention": "layer_by_layer", "n_views": a.n_views, "augmentation": METHOD,
+             "extra_forwards_per_document": a.n_views, "pooling": "mean of the centred, L2-normalised tokens"}
 
     lbl = {"convention": convention, "alpha": options.alpha, "normalization": options.normalization,
            "clamp": options.clamp}
@@ -218,6 +264,11 @@ def conventions(metrics: Sequence[str], options: FamilyOptions, convention: str 
                       "cosine": "absolute"},
         "dataset_entropy": {**lbl, "pooling": "mean"},
         "dataset_entropy_last": {**lbl, "pooling": "last"},
+        "lidar": {**views, "alpha": a.alpha, "normalization": a.normalization, "delta": LIDAR_DELTA},
+        "dime": {**views, "alpha": a.alpha, "normalization": a.normalization, "views": [0, 1],
+                 "permutations": a.dime_iters, "permutation_seed": "--seed"},
+        "infonce": {**views, "temperature": a.temperature, "views": [0, 1]},
+        "infonce_mi_lower_bound": {**views, "temperature": a.temperature, "views": [0, 1]},
         "loss": {"convention": "mean per-sample next-token NLL"},
         "perplexity": {"convention": "mean of per-sample exp(loss)"},
         "diff_erank": {"convention": "wei2024_diff_erank", "reference": "seeded random init, eval mode"},

@@ -15,6 +15,7 @@ import torch
 from .metric_info import LM_HEAD, ROLLING, directions, rolling_columns
 from .metrics import (aggregate, bits_per_byte, byte_perplexity, diff_erank, diff_erank_per_sample, summarize,
                       word_perplexity)
+from .metrics.augment import AUGMENTATION_METRICS, AugmentOptions, augmentation_metrics
 from .metrics.family import FamilyOptions, dataset_entropy
 
 
@@ -46,9 +47,11 @@ PER_DATASET = {"dataset_entropy": "pooled_mean", "dataset_entropy_last": "pooled
 def layer_results(
     records: Sequence[Mapping[str, Any]], layer: str, metrics: Sequence[str], hidden_size: int, seed: int,
     options: FamilyOptions | None = None,
+    augment: AugmentOptions | None = None,
 ) -> dict[str, Any]:
     """Data-set values of one layer's spectral metrics (and Diff-eRank) over the samples that are ok;
-    `options` are the family's settings (dataset entropy is computed here, from the stored vectors)."""
+    `options` are the family's settings and `augment` the augmentation metrics' (dataset entropy and the
+    augmentation metrics are computed here, from the stored vectors)."""
     vals = [r["layers"][layer] for r in records]
     ok = [v["status"] == "ok" for v in vals]
 
@@ -75,6 +78,17 @@ def layer_results(
             out[name], out[f"{name}_n_documents"] = value, len(vectors)
             # one value of the whole data set: no per-sample spread, so no standard error or interval (null)
             out[f"{name}_stderr"], out[f"{name}_ci95"] = math.nan, [math.nan, math.nan]
+    asked = [m for m in AUGMENTATION_METRICS if m in metrics]
+    if asked:
+        # documents whose original is ok and whose every view has a vector at this layer
+        kept = [v["pooled_views"] for v, good in zip(vals, ok) if good and v.get("pooled_views") is not None]
+        values = dict.fromkeys(AUGMENTATION_METRICS, math.nan)
+        if len(kept) >= 2:
+            values = augmentation_metrics(torch.tensor(kept, dtype=torch.float64), augment or AugmentOptions(),
+                                          seed=seed)
+        for name in asked:
+            out[name], out[f"{name}_n_documents"] = values[name], len(kept)
+            out[f"{name}_stderr"], out[f"{name}_ci95"] = math.nan, [math.nan, math.nan]
     if "diff_erank" in metrics:
         untrained = [v["entropy_untrained"] if v.get("entropy_untrained") is not None else math.nan for v in vals]
         _put(out, "diff_erank", diff_erank(untrained, column("entropy"), seed=seed))
@@ -94,9 +108,11 @@ def task_results(
     load_skipped: Mapping[str, int],
     n_resumed: int,
     options: FamilyOptions | None = None,
+    augment: AugmentOptions | None = None,
 ) -> dict[str, Any]:
     """The task's results entry: the deepest requested layer's values at the top, every layer in by_layer."""
-    by_layer = {str(layer): layer_results(records, str(layer), metrics, hidden_size, seed, options) for layer in layers}
+    by_layer = {str(layer): layer_results(records, str(layer), metrics, hidden_size, seed, options, augment)
+                for layer in layers}
     primary = by_layer[str(max(layers))]
     out: dict[str, Any] = {k: v for k, v in primary.items() if k not in ("n_samples", "skipped_by_status")}
     if any(m in metrics for m in (*LM_HEAD, *ROLLING)):
@@ -110,10 +126,20 @@ def task_results(
         n_resumed=n_resumed,
         n_truncated=sum(1 for r in records if r["truncated"]),
         n_tokens=sum(r["n_input_tokens"] for r in records),
+        **_view_counts(records),
         primary_layer=max(layers),
         by_layer=by_layer,
     )
     return json_safe(out)
+
+
+def _view_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """With augmentation metrics: the views measured (each one more forward pass) and how many were truncated."""
+    if not records or "n_view_tokens" not in records[0]:
+        return {}
+    return {"n_views_measured": sum(len(r["n_view_tokens"]) for r in records),
+            "n_views_truncated": sum(r["views_truncated"] for r in records),
+            "n_view_tokens": sum(sum(r["n_view_tokens"]) for r in records)}
 
 
 def loss_results(records: Sequence[Mapping[str, Any]], metrics: Sequence[str], seed: int) -> dict[str, Any]:

@@ -35,7 +35,11 @@ from .engine.runner import BatchSizer, run_task
 from .engine.keys import model_identity
 from .engine.store import NullStore, ShardStore, config_key
 from .errors import MatrixEvalError
-from .metric_info import ROLLING, conventions, extra_fields, family_options, needs_rolling, parse_metrics, rolling_directions
+from .data.augment import AUGMENTATION as AUGMENTATION_METHOD
+from .data.augment import augment_text, check_augmenter, view_seed
+from .engine.keys import inputs_digest
+from .metric_info import (AUGMENTATION, ROLLING, augment_options, conventions, extra_fields, family_options,
+                          needs_rolling, parse_metrics, rolling_directions)
 from .models import load_model, model_name, parse_model_args, random_init_like, resolve_layers
 from .models.loading import inspect_model
 from .results import higher_is_better as metric_directions
@@ -150,6 +154,9 @@ class Session:
         lbl_normalization: str | None = None,
         renyi_alpha: float | None = None,
         alpha_req_window: str | Sequence[int] | None = None,
+        n_views: int | None = None,
+        infonce_temperature: float | None = None,
+        dime_iters: int | None = None,
     ):
         """Check everything that needs no weights, then load the model.
 
@@ -164,6 +171,9 @@ class Session:
         included, after tokenisation, and count what they drop as ``too_short`` (see :meth:`run`).
         `convention` (wei2024 | layer_by_layer), `lbl_normalization`, `renyi_alpha` and `alpha_req_window`
         set the family metrics' definitions (`metric_info.family_options`); the config records each value's.
+        `n_views`, `infonce_temperature`, `dime_iters` (with `lbl_normalization` and `renyi_alpha`) set the
+        augmentation metrics' (`metric_info.augment_options`): each document's --n_views seeded views are
+        measured by one forward pass each, beside the document itself.
 
         The model_args keys, metrics, layers (against the config's layer count) and the output and store
         folders are checked from the config alone, so a mistake is reported in a second, not after a large
@@ -174,6 +184,12 @@ class Session:
         self.min_tokens, self.fixed_tokens = _check_token_controls(min_tokens, fixed_tokens)
         if max_length < 2:
             raise MatrixEvalError(f"max_length must be at least 2 tokens, got {max_length}")
+        self.convention = convention
+        self.family = family_options(convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
+                                     alpha_req_window=alpha_req_window)
+        self.augment = augment_options(n_views=n_views, lbl_normalization=lbl_normalization,
+                                       renyi_alpha=renyi_alpha, infonce_temperature=infonce_temperature,
+                                       dime_iters=dime_iters)
         self.world = init_world(device, dist_timeout)
         if self.world.size > 1 and device is None:
             import torch
@@ -187,9 +203,8 @@ class Session:
         self.metrics = parse_metrics(metrics, facts.has_lm_head)
         self.rolling = bool(rolling)
         self.rolled: set[str] = set()  # the tasks measured in rolling mode
-        self.convention = convention
-        self.family = family_options(convention, lbl_normalization=lbl_normalization, renyi_alpha=renyi_alpha,
-                                     alpha_req_window=alpha_req_window)
+        if any(m in AUGMENTATION for m in self.metrics):
+            check_augmenter()
         self.layers = resolve_layers(layers, facts.num_hidden_layers)
         self.output_path = Path(output_path) if output_path is not None else None
         self.run_dir = (self.output_path or Path(".")) / model_name(self.args)
@@ -290,6 +305,9 @@ class Session:
         if rolling and cfg.need_loss:
             encoded = self._with_windows(name, documents, encoded, max_length)
             cfg = replace(cfg, rolling=True)
+        views_digest = None
+        if "pooled_views" in cfg.extras:
+            encoded, views_digest = self._with_views(name, documents, encoded, max_length)
         key_config = {
             "matrixeval": __version__,
             # The fields a stored record holds: a store written before a metric was added is never reused for it.
@@ -321,6 +339,11 @@ class Session:
                                                 "clamp": fam.clamp}
             if "alpha_req" in self.cfg.extras:
                 key_config["alpha_req_window"] = list(fam.alpha_req_window)
+            if views_digest is not None:
+                # the exact view texts (they depend on --seed, --n_views and the augmenter's version); the
+                # metrics' own settings (α, normalisation, temperature, permutations) apply at results time
+                key_config["views"] = {"n_views": self.augment.n_views, "augmentation": AUGMENTATION_METHOD,
+                                       "texts": views_digest}
         if self.store_root is not None:
             safe = name.replace("/", "__")
             store = ShardStore(self.store_root / f"{safe}-{config_key(key_config)}", key_config)
@@ -343,6 +366,7 @@ class Session:
                 load_skipped=load_skipped or {},
                 n_resumed=run.n_resumed,
                 options=self.family,
+                augment=self.augment,
             )
             if entry["n_samples"] == 0 and require_spectral:
                 error = (f"task {name!r} has zero valid samples (skipped: {entry['skipped_by_status']}); "
@@ -394,6 +418,30 @@ class Session:
             out.append(replace(item, windows=tuple(windows)))
         return out
 
+    def _with_views(self, name: str, documents: Sequence[Document], encoded: list,
+                    max_length: int) -> tuple[list, str]:
+        """`encoded` with each document's --n_views augmented views (seeded by --seed, the document and the view:
+        data.augment), each encoded as a plain document at `max_length`; and a digest of every view's text."""
+        from tqdm.auto import tqdm
+
+        if any(d.context is not None for d in documents):
+            raise MatrixEvalError(f"task {name!r}: the augmentation metrics augment whole documents, and these have "
+                                  "a context (prompt or instruction) before the measured text; measure them without "
+                                  "lidar, dime and infonce")
+        by_id = {d.doc_id: d for d in documents}
+        k = self.augment.n_views
+        quiet = not self.world.is_main or os.environ.get("TQDM_DISABLE") == "1"
+        texts = {item.doc_id: [augment_text(by_id[item.doc_id].text, view_seed(self.seed, item.doc_id, j))
+                               for j in range(k)]
+                 for item in tqdm(encoded, desc=f"{name}: augmenting", unit="doc", disable=quiet, leave=False)}
+        out = []
+        for item in encoded:
+            views = encode(self.lm.tokenizer, [Document(j, t, {}) for j, t in enumerate(texts[item.doc_id])],
+                           max_length)
+            out.append(replace(item, views=tuple(views)))
+        digest = inputs_digest([(doc_id, views) for doc_id, views in sorted(texts.items())])
+        return out, digest
+
     def config(self) -> dict[str, Any]:
         """The results JSON's "config" section."""
         import torch
@@ -411,7 +459,7 @@ class Session:
             "layers": self.layers,
             "metrics": self.metrics,
             "convention": self.convention,
-            "conventions": conventions(self.metrics, self.family, self.convention),
+            "conventions": conventions(self.metrics, self.family, self.convention, self.augment),
             "max_length": self.max_length,
             "min_tokens": self.min_tokens,
             "fixed_tokens": self.fixed_tokens,

@@ -84,7 +84,7 @@ def test_a_rerun_reuses_the_stored_views_and_other_settings_do_not(gpt2_path, ti
     first = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert "resumed 8 of 8 views" in again.stderr
+    assert "task tiny: resumed 4 of 4 from the store" in again.stderr
     other = subprocess.run([*argv, "--seed", "2"], capture_output=True, text=True, timeout=300)
     assert other.returncode == 0 and "resumed" not in other.stderr
     tables = [json.loads(p.read_text())["table"] for p in sorted(tmp_path.glob("*/augment_*.json"))]
@@ -94,9 +94,11 @@ def test_a_rerun_reuses_the_stored_views_and_other_settings_do_not(gpt2_path, ti
 def test_bad_settings_fail_before_loading(tmp_path, capsys):
     from matrixeval.cli import main
 
-    for flags, text in ((["--n_views", "1"], "--n_views must be at least 2"),
-                        (["--temperature", "0"], "--temperature must be a positive"),
-                        (["--alpha", "nan"], "--alpha must be a positive")):
+    for flags, text in ((["--n_views", "1"], "n_views must be at least 2"),
+                        (["--temperature", "0"], "temperature must be a positive"),
+                        (["--infonce_temperature", "-1"], "temperature must be a positive"),
+                        (["--dime_iters", "0"], "dime_iters must be at least 1"),
+                        (["--alpha", "nan"], "alpha must be a positive")):
         code = main(["experiment", "augment", "--model_args", f"pretrained={tmp_path / 'absent'}", *flags])
         err = capsys.readouterr().err
         assert code == 2 and text in err and err.count("\n") == 1, err
@@ -105,5 +107,6 @@ def test_bad_settings_fail_before_loading(tmp_path, capsys):
 def test_samples_records_are_not_written_without_log_samples(gpt2_path, tiny_corpus, tmp_path):
     out = augment_experiment(f"pretrained={gpt2_path}", f"tiny={tiny_corpus}", n_views=2, layers="-1", limit=3,
                              output_path=tmp_path, device="cpu")
-    assert not list(tmp_path.rglob("samples_*.jsonl")) and out["results"]["tiny"]["n_docs"] == 3
+    assert not list(tmp_path.rglob("samples_*.jsonl")) and out["results"]["tiny"]["lidar_n_documents"] == 3
+    assert [r["n_docs"] for r in out["table"]] == [3]
     assert read_jsonl  # the helper module is shared with the other experiment tests

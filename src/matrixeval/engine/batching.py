@@ -26,6 +26,8 @@ class Encoded:
     span_stop: int | None = None  # tokens from this index on (trailing special tokens) are in no metric either
     # Rolling mode: the windows that score every token of the whole document (engine.rolling); None otherwise.
     windows: tuple | None = None
+    # Augmentation metrics: the document's augmented views, each encoded as a plain document; None otherwise.
+    views: tuple["Encoded", ...] | None = None
 
 
 def encode(tokenizer, documents: Sequence[Document], max_length: int) -> list[Encoded]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ..metrics import STATUSES, family_from_spectrum, spectral_metrics
+from ..metrics import STATUSES, family_from_spectrum, normalize_tokens, spectral_metrics
 from ..metrics.family import FamilyOptions, curvature_from_tokens, pooled_from_tokens, renyi_entropy
 from ..metrics.spectrum import covariance_spectrum
-from ..metrics._tokens import undefined_to_nan
+from ..metrics._tokens import OK, undefined_to_nan
 from ..models import LoadedModel, forward
 from ..models.forward import score_windows
 from .batching import Encoded, collate
@@ -29,8 +29,9 @@ SPECTRAL_FIELDS = (
 )
 # Fields a record holds only when a requested metric reads them (MeasureConfig.extras). alpha_req and an
 # unclamped prompt_entropy read the same eigenvalues; a clamped prompt_entropy solves its clamped Gram matrix;
-# curvature and the pooled document vectors read the normalised token states.
-EXTRA_FIELDS = ("alpha_req", "prompt_entropy", "curvature", "pooled_mean", "pooled_last")
+# curvature and the pooled document vectors read the normalised token states; pooled_views are the mean-pooled
+# vectors of the document's augmented views (Encoded.views), one forward pass each.
+EXTRA_FIELDS = ("alpha_req", "prompt_entropy", "curvature", "pooled_mean", "pooled_last", "pooled_views")
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def _spectral(
                     if f"pooled_{kind}" in extras:
                         family[f"pooled_{kind}"] = pooled[kind]
             for name in extras:
-                cols[name] = family[name].cpu().tolist()
+                if name != "pooled_views":  # measured from the views' own forward passes (_view_vectors)
+                    cols[name] = family[name].cpu().tolist()
             cols["n_tokens"] = r.n_tokens.cpu().tolist()
             cols["n_dropped"] = r.n_dropped.cpu().tolist()
             cols["status"] = [STATUSES[c] for c in r.status_code.cpu().tolist()]
@@ -135,6 +137,7 @@ def measure_batch(
     if reference is not None:
         ref_out = forward(reference, ids, attention, cfg.layers, need_loss=False)
         untrained = _spectral(ref_out.hidden, mask, cfg.layers)
+    views = _view_vectors(lm, items, cfg) if "pooled_views" in cfg.extras else None
     nll_sum = n_targets = None
     if out.token_nll is not None:
         targets = out.target_mask & span  # a span token is a target when something precedes it
@@ -146,8 +149,11 @@ def measure_batch(
     for i, item in enumerate(items):
         layers = {}
         for layer in cfg.layers:
-            names = (*SPECTRAL_FIELDS, *cfg.extras, "n_tokens", "n_dropped", "status")
+            names = (*SPECTRAL_FIELDS, *(e for e in cfg.extras if e != "pooled_views"), "n_tokens", "n_dropped",
+                     "status")
             values = {name: per_layer[layer][name][i] for name in names}
+            if views is not None:
+                values["pooled_views"] = views[i][layer]
             if untrained is not None:
                 values["entropy_untrained"] = untrained[layer]["entropy"][i]
             layers[str(layer)] = values
@@ -161,11 +167,45 @@ def measure_batch(
             record["nll_sum"] = nll_sum[i]
             record["n_targets"] = n_targets[i]
             record["loss"] = nll_sum[i] / n_targets[i] if n_targets[i] else math.nan
+        if views is not None:
+            record["n_view_tokens"] = [len(v.input_ids) for v in item.views]
+            record["views_truncated"] = sum(v.truncated for v in item.views)
         if cfg.need_loss and cfg.rolling:
             record["loglikelihood"] = -nll_sum[i]
             record["n_windows"] = len(item.windows)
         records.append(record)
     return records
+
+
+def _view_vectors(lm: LoadedModel, items: Sequence[Encoded], cfg: MeasureConfig) -> list[dict[int, list | None]]:
+    """Per item and layer, the mean of each augmented view's centred, unit tokens (K vectors), or None when any
+    view has no defined vector there. The views go through the model len(items) at a time, so they take no more
+    memory than the batch itself (and halve with it on out-of-memory)."""
+    flat = [view for item in items for view in item.views]
+    vectors: dict[int, list] = {layer: [] for layer in cfg.layers}
+    for start in range(0, len(flat), len(items)):
+        part = flat[start : start + len(items)]
+        ids, attention, span = collate(part, lm.tokenizer.pad_token_id, lm.device)
+        mask = metric_mask(ids, span, cfg)
+        out = forward(lm, ids, attention, cfg.layers, need_loss=False)
+        for layer in cfg.layers:
+            h = out.hidden.pop(layer)
+            with metric_threads(h.device):
+                t = normalize_tokens(h, mask)
+                del h
+                pooled = pooled_from_tokens(t)["mean"].cpu().tolist()
+                valid = ((t.status == OK) & (t.n_used > 0)).cpu().tolist()
+            vectors[layer].extend(v if ok else None for v, ok in zip(pooled, valid))
+    per_item = []
+    for i, item in enumerate(items):
+        k = len(item.views)
+        start = sum(len(it.views) for it in items[:i])
+        row = {}
+        for layer in cfg.layers:
+            vs = vectors[layer][start : start + k]
+            row[layer] = None if any(v is None for v in vs) else vs
+        per_item.append(row)
+    return per_item
 
 
 def _rolling_nll(lm: LoadedModel, items: Sequence[Encoded], step: int) -> tuple[list[float], list[int]]:

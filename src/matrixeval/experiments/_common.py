@@ -3,7 +3,8 @@
 An experiment's Python function takes the shared options as keyword arguments (``**common``, the same names as
 the CLI flags: text_field, layers, batch_size, max_length, limit, seed, device, output_path, store, exclude_bos,
 on_error, log_samples, sample_size, sample_seed, rolling, dist_timeout, min_tokens, fixed_tokens, caveat,
-include_path). :func:`finish` writes
+include_path, and the definitions: convention, lbl_normalization, renyi_alpha, alpha_req_window, n_views,
+infonce_temperature, dime_iters). :func:`finish` writes
 ``<output_path>/<model>/<experiment>_<timestamp>.json`` (through ``Session.finish``) and, next to it with the same stem, the table as ``.md`` and ``.csv`` and any plots as ``.png``.
 """
 
@@ -78,6 +79,14 @@ class Options:
     min_tokens: int | None = None
     fixed_tokens: int | None = None
     caveat: CaveatThresholds | Mapping[str, Any] | Sequence[str] | None = None
+    # Each metric's definition (cli.add_definition_args; recorded in the results config's conventions)
+    convention: str = "wei2024"
+    lbl_normalization: str | None = None
+    renyi_alpha: float | None = None
+    alpha_req_window: str | Sequence[int] | None = None
+    n_views: int | None = None
+    infonce_temperature: float | None = None
+    dime_iters: int | None = None
 
     @property
     def thresholds(self) -> CaveatThresholds:
@@ -128,7 +137,10 @@ def open_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequ
                    max_length=opts.max_length, seed=opts.seed, device=opts.device, output_path=opts.output_path,
                    store=opts.store, exclude_bos=opts.exclude_bos, rolling=opts.rolling,
                    dist_timeout=opts.dist_timeout, caveats=opts.thresholds, min_tokens=opts.min_tokens,
-                   fixed_tokens=opts.fixed_tokens)
+                   fixed_tokens=opts.fixed_tokens, convention=opts.convention,
+                   lbl_normalization=opts.lbl_normalization, renyi_alpha=opts.renyi_alpha,
+                   alpha_req_window=opts.alpha_req_window, n_views=opts.n_views,
+                   infonce_temperature=opts.infonce_temperature, dime_iters=opts.dime_iters)
 
 
 def open_causal_session(model_args: str | Mapping[str, Any] | None, metrics: str | Sequence[str] | None,

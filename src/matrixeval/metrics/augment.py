@@ -12,14 +12,43 @@ global generator, these take a seeded ``torch.Generator``, so a value is repeata
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .family import LblNormalization, lbl_normalize
+from ..errors import MatrixEvalError
+from .family import LBL_NORMALIZATIONS, LblNormalization, lbl_normalize
 
-__all__ = ["LIDAR_DELTA", "dime", "infonce", "lda_matrix", "lidar", "positive_spectrum_entropy"]
+__all__ = ["AUGMENTATION_METRICS", "AugmentOptions", "LIDAR_DELTA", "augmentation_metrics", "dime", "infonce",
+           "lda_matrix", "lidar", "positive_spectrum_entropy"]
 
 LIDAR_DELTA = 1e-4  # the within-class scatter's ridge, as in the LiDAR paper's code
+AUGMENTATION_METRICS = ("lidar", "dime", "infonce", "infonce_mi_lower_bound")
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """The settings that change an augmentation value: views per document, the Rényi α and normalisation of
+    LiDAR's and DiME's entropies, InfoNCE's temperature and DiME's permutations (the reference's defaults)."""
+
+    n_views: int = 8
+    alpha: float = 1.0
+    normalization: LblNormalization = "maxEntropy"
+    temperature: float = 0.1
+    dime_iters: int = 10
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_views, bool) or not isinstance(self.n_views, int) or self.n_views < 2:
+            raise MatrixEvalError(f"n_views must be at least 2 (DiME and InfoNCE compare two views), got {self.n_views}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise MatrixEvalError(f"alpha must be a positive number, got {self.alpha}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise MatrixEvalError(f"temperature must be a positive number, got {self.temperature}")
+        if isinstance(self.dime_iters, bool) or not isinstance(self.dime_iters, int) or self.dime_iters < 1:
+            raise MatrixEvalError(f"dime_iters must be at least 1, got {self.dime_iters}")
+        if self.normalization not in LBL_NORMALIZATIONS:
+            raise MatrixEvalError(f"normalization must be one of {', '.join(LBL_NORMALIZATIONS)}, "
+                                  f"got {self.normalization!r}")
 
 
 def positive_spectrum_entropy(matrix: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -86,3 +115,20 @@ def infonce(view_a: torch.Tensor, view_b: torch.Tensor, *, temperature: float = 
     labels = torch.arange(view_a.shape[0], device=view_a.device)
     loss = float(torch.nn.functional.cross_entropy(logits, labels, reduction="mean"))
     return loss, 1.0 - loss / math.log(view_a.shape[0])
+
+
+def augmentation_metrics(views: torch.Tensor, options: AugmentOptions = AugmentOptions(), *,
+                         seed: int = 0) -> dict[str, float]:
+    """LiDAR over all views, DiME (its permutations drawn from a generator seeded by `seed`) and InfoNCE between
+    views 0 and 1, of pooled views (N documents, K views, D); NaN for fewer than two documents."""
+    if views.dim() != 3 or views.shape[1] < 2:
+        raise MatrixEvalError("augmentation metrics need pooled views of shape (N documents, K >= 2 views, D)")
+    if views.shape[0] < 2:
+        return dict.fromkeys(AUGMENTATION_METRICS, math.nan)
+    x = views.double()
+    o = options
+    out = {"lidar": lidar(x, alpha=o.alpha, normalization=o.normalization),
+           "dime": dime(x[:, 0], x[:, 1], alpha=o.alpha, n_iters=o.dime_iters, normalization=o.normalization,
+                        generator=torch.Generator().manual_seed(seed))}
+    out["infonce"], out["infonce_mi_lower_bound"] = infonce(x[:, 0], x[:, 1], temperature=o.temperature)
+    return out
