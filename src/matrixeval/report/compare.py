@@ -558,6 +558,11 @@ def bootstrap_ranking(results: Sequence[dict], metric: str, task: str | None = N
     tasks = [task] if task is not None else [t for t in _tasks(results) if t in ranking[0]]
     columns: dict[str, np.ndarray] = {}
     n_docs = {}
+    from matrixeval.metric_info import METRICS
+
+    if metric in METRICS and METRICS[metric].scope == "per data set":
+        return {"unavailable": f"{metric} is one value of the whole data set, with no per-sample values to "
+                               "resample; ranked without intervals"}
     for t in tasks:
         per_model = [_sample_values(r, t, metric, layer) for r in results]
         missing = [n for n, v in zip(names, per_model) if v is None]
