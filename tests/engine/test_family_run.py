@@ -209,3 +209,27 @@ def test_experiment_checkpoints_reports_the_family_at_every_requested_layer(tiny
             for m in ("prompt_entropy", "curvature", "dataset_entropy"):
                 assert rows[(step, layer)][m] == pytest.approx(plain[str(layer)][m], rel=1e-12), (step, layer, m)
     assert rows[(10, last)]["dataset_entropy"] != pytest.approx(rows[(20, last)]["dataset_entropy"], rel=1e-6)
+
+
+def test_experiment_checkpoints_takes_the_convention_flags(tiny_root, tiny_corpus, tmp_path):
+    import shutil
+
+    from matrixeval import evaluate
+    from matrixeval.cli import build_parser
+    from matrixeval.experiments.checkpoints import checkpoints_experiment
+
+    args = build_parser().parse_args(["experiment", "checkpoints", "--checkpoints", "x", "--convention",
+                                      "layer_by_layer", "--lbl_normalization", "logN", "--renyi_alpha", "2"])
+    assert (args.convention, args.lbl_normalization, args.renyi_alpha) == ("layer_by_layer", "logN", 2.0)
+    shutil.copytree(make_tiny_causal_lm(tiny_root, "gpt2", seed=3), tmp_path / "m" / "checkpoint-5")
+    settings = dict(metrics="matrix_entropy,prompt_entropy", layers="-1", limit=4, convention="layer_by_layer",
+                    renyi_alpha=2.0)
+    out = checkpoints_experiment(tasks=str(tiny_corpus), checkpoints=str(tmp_path / "m" / "checkpoint-*"),
+                                 output_path=tmp_path / "o", **settings)
+    plain = evaluate(f"pretrained={tmp_path / 'm' / 'checkpoint-5'}", str(tiny_corpus), output_path=None,
+                     **settings)
+    (row,) = out["table"]
+    assert row["prompt_entropy"] == pytest.approx(plain["results"]["tiny"]["prompt_entropy"], rel=1e-12)
+    assert row["prompt_entropy"] != pytest.approx(row["matrix_entropy"], rel=1e-3)  # clamp and α = 2
+    assert out["config"]["conventions"]["prompt_entropy"] == {"convention": "layer_by_layer", "alpha": 2.0,
+                                                              "normalization": "maxEntropy", "clamp": True}

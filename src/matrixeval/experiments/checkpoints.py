@@ -84,9 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Diff-eRank's reference: 'init' (default: the seeded random init of the architecture), "
                              "a checkpoint of the sweep by name or step, or a model folder")
     parser.add_argument("--metrics", default=None,
-                        help="comma-separated: matrix_entropy,effective_rank,nuclear_norm,nuclear_norm_exact,loss,"
-                             f"perplexity,diff_erank (default: {','.join(SPECTRAL_DEFAULT)}, plus loss,perplexity "
-                             "when the model has an LM head)")
+                        help="comma-separated, any of run's (`matrixeval ls`): e.g. matrix_entropy,effective_rank,"
+                             "nuclear_norm,rankme,alpha_req,prompt_entropy,curvature,dataset_entropy,lidar,dime,"
+                             f"infonce,loss,perplexity,diff_erank (default: {','.join(SPECTRAL_DEFAULT)}, plus "
+                             "loss,perplexity when the model has an LM head); --convention and the other definition "
+                             "flags apply to every checkpoint")
     common.add_log_samples_arg(parser)
 
 
