@@ -219,6 +219,8 @@ class Session:
 
             gpus = rank_gpus(self.world, torch.cuda.device_count())
         self.lm = load_model(self.args, device, gpus=gpus, facts=facts)
+        files = model_identity(self.args)["model_files"]
+        self.fingerprint = config_key({"model_files": files}) if files else None
         self.seed = seed
         self.caveats = caveats or CaveatThresholds()
         self.reference = random_init_like(self.lm, seed) if "diff_erank" in self.metrics else None
@@ -450,6 +452,9 @@ class Session:
         return {
             "model_args": self.model_args_text or f"pretrained={self.args.pretrained}",
             "model_name": lm.name,
+            # the local checkpoint files' sizes and mtimes, hashed: `compare` tells a model retrained in place
+            # under the same arguments from the one before (None for a Hub ID: its revision is in model_args)
+            "model_fingerprint": self.fingerprint,
             "n_params": lm.n_params,
             "n_params_non_embedding": lm.n_params_non_embedding,
             "hidden_size": lm.hidden_size,

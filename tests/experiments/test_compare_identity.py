@@ -119,3 +119,28 @@ def test_bad_plot_paths_are_one_line_before_any_work(tmp_path):
             assert not (tmp_path / "c.json").exists()  # checked before any work
     finally:
         read_only.chmod(0o755)
+
+
+def test_a_model_retrained_in_place_is_another_identity(tiny_root, tiny_corpus, tmp_path):
+    # Same folder, same arguments: only the weights file changed. The results config's model_fingerprint (the
+    # files' sizes and mtimes) tells the two apart; an untouched folder gives the same fingerprint.
+    import shutil
+
+    from matrixeval import evaluate
+    from tests.tiny_models import make_tiny_causal_lm
+
+    folder = tmp_path / "model"
+    shutil.copytree(make_tiny_causal_lm(tiny_root, "gpt2", seed=1), folder)
+    run = dict(tasks=str(tiny_corpus), metrics="matrix_entropy", limit=3)
+    first = evaluate(f"pretrained={folder}", output_path=tmp_path / "a", **run)
+    again = evaluate(f"pretrained={folder}", output_path=tmp_path / "b", **run)
+    assert first["config"]["model_fingerprint"] == again["config"]["model_fingerprint"] is not None
+    for weights in folder.glob("*.safetensors"):
+        shutil.copyfile(make_tiny_causal_lm(tiny_root, "gpt2", seed=2) / weights.name, weights)
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    retrained = evaluate(f"pretrained={folder}", output_path=tmp_path / "c", **run)
+    assert retrained["config"]["model_fingerprint"] != first["config"]["model_fingerprint"]
+    out = compare([first["results_path"], retrained["results_path"]], rank="matrix_entropy", output=None)
+    assert len(out["ranking"]) == 2
+    out = compare([first["results_path"], again["results_path"]], rank="matrix_entropy", output=None)
+    assert len(out["ranking"]) == 1
