@@ -314,6 +314,8 @@ def test_a_broken_chat_template_is_one_line_naming_it(llama_path, tmp_path, caps
     shutil.copytree(llama_path, model)
     config = json.loads((model / "tokenizer_config.json").read_text())
     (model / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": template}))
+    for weights in model.glob("*.safetensors"):  # checked before any weights load: their absence is never reached
+        weights.unlink()
     data = _jsonl(tmp_path / "d.jsonl", [{"text": t} for t in TINY_TEXTS[:2]])
     code = main(["experiment", "responses", "--model_args", f"pretrained={model}", "--tasks", f"mytask={data}",
                  "--output_path", str(tmp_path / "out")])

@@ -266,6 +266,8 @@ def responses_experiment(
                                     need_instruction=score_context == "prompt", limit=opts.limit)
     if metrics is None:
         metrics = _default_metrics(model_args)
+    if responses is None or score_context == "prompt":
+        _check_template(model_args, [None, *named.values()])
     if responses is None:
         session = common.open_causal_session(model_args, metrics, opts,
                                              "generate responses (score existing ones with --responses FILE)")
@@ -352,6 +354,17 @@ def responses_experiment(
                          extra_config={"tasks": tasks if responses is None else None, "score_context": score_context,
                                        "preset": preset},
                          generation=generation, system_prompts=dict(named))
+
+
+def _check_template(model_args: str | Mapping[str, Any] | None, systems: Sequence[str | None]) -> None:
+    """Before any weights load: the chat template formats a probe instruction under every system prompt, or the
+    run stops with format_prompt's one line naming the template."""
+    from ..models import parse_model_args
+    from ..models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(parse_model_args(model_args))
+    for system in systems:
+        format_prompt(tokenizer, "Name three colours.", system)
 
 
 def _default_metrics(model_args: str | Mapping[str, Any] | None) -> str:

@@ -352,6 +352,12 @@ def _no_tokenizer(source: str) -> MatrixEvalError:
     )
 
 
+def load_tokenizer(args: ModelArgs) -> PreTrainedTokenizerBase:
+    """The model's tokenizer alone (right padding, a pad token), e.g. to check its chat template before any
+    weights load; `load_model` loads the same one."""
+    return _load_tokenizer(args)
+
+
 def _load_tokenizer(args: ModelArgs) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
