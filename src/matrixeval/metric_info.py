@@ -29,18 +29,18 @@ _VIEWS = "one value from every document's stored view vectors"
 METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in (
-        MetricInfo("matrix_entropy", "hidden states", False, "von Neumann entropy of the token covariance / log d (Wei et al. 2024)"),
-        MetricInfo("effective_rank", "hidden states", False, "exp of the un-normalised matrix entropy (Roy & Vetterli)"),
+        MetricInfo("matrix_entropy", "the sample's spectrum (one eigensolve)", False, "von Neumann entropy of the token covariance / log d (Wei et al. 2024)"),
+        MetricInfo("effective_rank", "the sample's spectrum (one eigensolve)", False, "exp of the un-normalised matrix entropy (Roy & Vetterli)"),
         # Lower is better, as the Matrix Nuclear-Norm paper evaluates (§6.2), though its theory motivates maximising.
-        MetricInfo("nuclear_norm", "hidden states", False, "Matrix Nuclear-Norm: top-min(N,d) column norms / N, as its reference code"),
-        MetricInfo("nuclear_norm_exact", "hidden states", False, "sum of singular values of the normalised tokens / N"),
+        MetricInfo("nuclear_norm", "the sample's token states (column norms)", False, "Matrix Nuclear-Norm: top-min(N,d) column norms / N, as its reference code"),
+        MetricInfo("nuclear_norm_exact", "the sample's spectrum (one eigensolve)", False, "sum of singular values of the normalised tokens / N"),
         # The spectral family (metrics.family), from the same eigenvalues; RankMe's direction as Garrido et al.
-        MetricInfo("rankme", "hidden states", True, "RankMe: exp H(σ/‖σ‖₁ + 1e-7), σ of the normalised tokens (Garrido et al. 2023)"),
-        MetricInfo("rankme_reptrix", "hidden states", True, "RankMe as reptrix: the same on σ² (explained variance)"),
-        MetricInfo("effective_rank_sigma", "hidden states", False, "exp H(σ/‖σ‖₁): effective rank on singular values"),
-        MetricInfo("alpha_req", "hidden states", None,
+        MetricInfo("rankme", "the sample's spectrum (one eigensolve)", True, "RankMe: exp H(σ/‖σ‖₁ + 1e-7), σ of the normalised tokens (Garrido et al. 2023)"),
+        MetricInfo("rankme_reptrix", "the sample's spectrum (one eigensolve)", True, "RankMe as reptrix: the same on σ² (explained variance)"),
+        MetricInfo("effective_rank_sigma", "the sample's spectrum (one eigensolve)", False, "exp H(σ/‖σ‖₁): effective rank on singular values"),
+        MetricInfo("alpha_req", "the sample's spectrum (one eigensolve)", None,
                    "α-ReQ: power-law decay of the eigenspectrum over --alpha_req_window (Agrawal et al. 2022, reptrix)"),
-        MetricInfo("prompt_entropy", "hidden states", None,
+        MetricInfo("prompt_entropy", "the sample's spectrum (layer_by_layer: clamped Gram)", None,
                    "Rényi-α matrix entropy of one prompt under --convention (layer_by_layer: Gram clamped to >= 0, "
                    "its own eigendecomposition; wei2024: = matrix_entropy)"),
         MetricInfo("curvature", "token states", None,
@@ -52,7 +52,7 @@ METRICS: dict[str, MetricInfo] = {
                    "dataset_entropy on each document's last (centred, unit) token instead of its mean",
                    scope="per data set", aggregate="one value from every document's stored vector"),
         # Augmentation metrics (metrics.augment): --n_views seeded nlpaug views of every document, one forward each.
-        MetricInfo("lidar", "mean-pooled vectors of --n_views augmented views per document", True,
+        MetricInfo("lidar", "mean-pooled vectors of --n_views views per document", True,
                    "LiDAR: Rényi-α entropy of the LDA matrix, documents as classes (Thilak et al.; Layer by Layer)",
                    scope="per data set", aggregate=_VIEWS),
         MetricInfo("dime", "mean-pooled vectors of views 0 and 1 of each document", True,
