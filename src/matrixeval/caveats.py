@@ -131,10 +131,12 @@ def few_samples(n_valid: int, t: CaveatThresholds) -> Caveat | None:
                   "standard errors and intervals are unreliable: measure more documents (--limit, --sample_size)")
 
 
-def truncated(n_truncated: int, n_records: int, t: CaveatThresholds) -> Caveat | None:
+def truncated(n_truncated: int, n_records: int, t: CaveatThresholds, what: str = "samples") -> Caveat | None:
+    """``truncated`` (``views_truncated`` for the augmentation metrics' views, `what` = "views")."""
     if not n_records or n_truncated / n_records <= t.max_truncated_fraction:
         return None
-    return Caveat("truncated", f"{n_truncated} of {n_records} samples ({n_truncated / n_records:.0%}) were cut at "
+    return Caveat("truncated" if what == "samples" else f"{what}_truncated",
+                  f"{n_truncated} of {n_records} {what} ({n_truncated / n_records:.0%}) were cut at "
                   f"max_length (threshold {t.max_truncated_fraction:.0%})",
                   "the values describe the first max_length tokens only: raise --max_length or use shorter texts")
 
@@ -236,6 +238,8 @@ def task_caveats(
     found = [few_samples(entry["n_samples"], t)]
     if not entry.get("fixed_tokens"):  # --fixed_tokens cuts every document on purpose
         found.append(truncated(entry["n_truncated"], len(records), t))
+        if entry.get("n_views_measured"):  # augmented views tokenise longer than their documents
+            found.append(truncated(entry["n_views_truncated"], entry["n_views_measured"], t, what="views"))
     if ok_tokens and ("matrix_entropy" in metrics or "diff_erank" in metrics):
         found.append(low_entropy_ceiling(median, hidden_size, t))
     if ok_tokens and "nuclear_norm" in metrics:

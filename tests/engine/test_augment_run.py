@@ -147,3 +147,21 @@ def test_experiment_checkpoints_reports_the_augmentation_metrics(tiny_root, tiny
         assert rows[step]["lidar"] == pytest.approx(plain["lidar"], rel=1e-12)
         assert rows[step]["infonce"] == pytest.approx(plain["infonce"], rel=1e-12)
     assert out["config"]["conventions"]["lidar"]["n_views"] == 2
+
+
+def test_views_cut_at_max_length_are_a_caveat_on_screen_and_in_the_json(tiny_root, tiny_corpus, tmp_path):
+    path = make_tiny_causal_lm(tiny_root, "gpt2")
+    proc = subprocess.run([sys.executable, "-m", "matrixeval", "run", "--model_args", f"pretrained={path}",
+                           "--tasks", str(tiny_corpus), "--metrics", "lidar", "--n_views", "2", "--limit", "4",
+                           "--max_length", "12", "--device", "cpu", "--output_path", str(tmp_path)],
+                          env=faults.env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    entry = json.loads(next(tmp_path.rglob("results_*.json")).read_text())["results"]["tiny"]
+    # counted independently: a view is cut when its own tokenisation is longer than max_length
+    tok = AutoTokenizer.from_pretrained(path)
+    texts = [json.loads(line)["text"] for line in open(tiny_corpus).readlines()[:4]]
+    cut = sum(len(tok(augment_text(t, view_seed(1234, i, j)))["input_ids"]) > 12 for i, t in enumerate(texts)
+              for j in range(2))
+    assert entry["n_views_truncated"] == cut > 0 and entry["n_views_measured"] == 8
+    codes = {w["code"] for w in entry["warnings"]}
+    assert "views_truncated" in codes and "[views_truncated]" in proc.stderr

@@ -606,6 +606,7 @@ _CAVEAT_METRICS = {  # caveat code -> metrics it concerns (None: every metric)
     "nuclear_norm_full": ("nuclear_norm",),
     "few_samples": None,
     "truncated": None,
+    "views_truncated": ("lidar", "dime", "infonce", "infonce_mi_lower_bound"),
 }
 
 
