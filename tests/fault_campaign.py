@@ -105,7 +105,7 @@ def cases(root: Path) -> list[Case]:
         Case("adapter --train", ["experiment", "adapter", *common, "--train", "--epochs", "3", "--lora_r", "2"],
              "*/adapter*.json", [1], kill_on="**/lora-*.state.pt"),
         Case("augment", ["experiment", "augment", *common, "--n_views", "2", "--layers", "0,-1"],
-             "*/augment_*.json", [2, 12]),
+             "*/augment_*.json", [2, 6]),
     ]
 
 
