@@ -100,6 +100,17 @@ def test_other_views_are_not_reused_and_metric_settings_reuse_the_stored_views(a
     assert warmer["config"]["conventions"]["lidar"]["normalization"] == "logD"
 
 
+def test_the_on_screen_table_shows_every_augmentation_metric_at_every_layer(aug_run):
+    from matrixeval.report.tables import results_markdown, results_rows
+
+    first = aug_run["first"]
+    rows = {(r["layer"], r["metric"].split()[0]): r["value"] for r in results_rows(first)}
+    for layer, values in first["results"]["tiny"]["by_layer"].items():
+        for metric in AUG.split(","):
+            assert rows[(int(layer), metric)] == values[metric]
+    assert "| lidar ↑" in results_markdown(first) and "| infonce ↓" in results_markdown(first)
+
+
 def test_compare_draws_their_layer_profiles_and_ranks_them_without_intervals(aug_run, tmp_path):
     files = []
     for i, shift in enumerate((0.0, 0.1)):

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..engine.files import write_text_atomic
+from ..metric_info import DERIVED, METRICS
 
 __all__ = ["columns_of", "format_value", "results_markdown", "results_rows", "to_markdown", "warnings_markdown",
            "write_csv"]
@@ -116,12 +117,10 @@ def _is_numeric_column(rows: Sequence[Mapping], column: str) -> bool:
     return bool(values) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
 
 
-_SHOWN = ("matrix_entropy", "matrix_entropy_b", "matrix_entropy_c", "effective_rank", "effective_rank_sigma", "rankme",
-          "rankme_reptrix", "alpha_req", "prompt_entropy", "curvature", "dataset_entropy", "dataset_entropy_last",
-          "nuclear_norm",
-          "nuclear_norm_exact", "diff_erank", "diff_erank_per_sample", "loss", "loss_token_weighted", "perplexity",
-          "perplexity_of_mean_loss", "perplexity_token_weighted", "word_perplexity", "byte_perplexity",
-          "bits_per_byte")
+def _shown() -> tuple[str, ...]:
+    """Every column a metric of the registry writes, each metric followed by its derived columns, in the
+    registry's order: a metric added to `metric_info.METRICS` appears in the table without a change here."""
+    return tuple(col for m in METRICS for col in (m, *(c for c, (base, _) in DERIVED.items() if base == m)))
 
 
 def results_rows(out: Mapping) -> list[dict]:
@@ -134,7 +133,7 @@ def results_rows(out: Mapping) -> list[dict]:
             if int(layer) == entry["primary_layer"]:
                 merged.update({k: v for k, v in entry.items() if k.startswith(("loss", "perplexity"))
                                or k in ("word_perplexity", "byte_perplexity", "bits_per_byte")})
-            for metric in _SHOWN:
+            for metric in _shown():
                 if metric not in merged:
                     continue
                 base = metric.split("_token_weighted")[0].removesuffix("_b").removesuffix("_c")
