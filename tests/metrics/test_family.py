@@ -217,6 +217,17 @@ def test_reptrix_own_checks_rankme_and_alpha():
     assert np.allclose(alpha_req(lam).item(), 0.148936)
 
 
+def test_a_numpy_draw_of_the_same_shape_is_another_matrix_with_another_rankme():
+    """The issue quotes the check as `np.random.seed(0); np.random.randn(1000, 1024)`; reptrix's test seeds numpy
+    too but draws with torch. The numpy matrix has another RankMe, by the transcription and by matrixeval alike."""
+    np.random.seed(0)
+    x = np.random.randn(1000, 1024)
+    want = reptrix_get_rank(reptrix_get_eigenspectrum(x))
+    lam, k = representation_spectrum(torch.from_numpy(x))
+    assert rankme(lam, convention="reptrix", k=k).item() == pytest.approx(want, rel=1e-9)
+    assert want == pytest.approx(613.93, abs=0.01) and not np.allclose(want, 613.4726)
+
+
 @pytest.mark.parametrize("n,d,seed,rank", CASES + [(150, 120, 5, None)])
 def test_rankme_both_conventions_and_effective_ranks_match_the_sources(n, d, seed, rank):
     x = _tokens(n, d, seed, rank)
