@@ -43,7 +43,7 @@ from .metric_info import (AUGMENTATION, ROLLING, augment_options, conventions, e
 from .models import load_model, model_name, parse_model_args, random_init_like, resolve_layers
 from .models.loading import inspect_model
 from .results import higher_is_better as metric_directions
-from .results import json_safe, task_results, zero_valid_hint
+from .results import canonical_order, json_safe, task_results, zero_valid_hint
 
 logger = logging.getLogger(__name__)
 
@@ -523,7 +523,7 @@ class Session:
             stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S.%f")
             path = self.run_dir / f"{prefix}_{stamp}.json"
             files = {self.run_dir / f"samples_{task.replace('/', '__')}_{stamp}.jsonl":
-                     "".join(json.dumps(json_safe(r)) + "\n" for r in records)
+                     "".join(json.dumps(canonical_order(json_safe(r))) + "\n" for r in records)
                      for task, records in (per_sample or {}).items()}
             files[path] = json.dumps(json_safe(out), indent=2, allow_nan=False)  # last: it claims the run is done
             written: list[Path] = []

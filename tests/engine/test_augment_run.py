@@ -83,6 +83,10 @@ def test_a_killed_run_resumes_and_two_ranks_give_the_same_values(aug_run):
     resumed = faults.run(aug_run["args"], out)
     assert 0 < resumed["results"]["tiny"]["n_resumed"] < N_DOCS
     assert faults.numbers(resumed) == faults.numbers(aug_run["first"])
+    # the samples file, partly rebuilt from the store, is byte-identical to the uninterrupted run's
+    first_samples, = aug_run["out"].rglob("samples_*.jsonl")
+    resumed_samples, = out.rglob("samples_*.jsonl")
+    assert resumed_samples.read_bytes() == first_samples.read_bytes()
     two = faults.run(aug_run["args"], aug_run["out"].parent / "aug_two", ranks=2)
     assert two["config"]["world_size"] == 2
     assert faults.numbers(two) == faults.numbers(aug_run["first"])
