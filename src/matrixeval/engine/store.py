@@ -41,10 +41,10 @@ _PACK_MIN = 8  # a shorter float list stays readable JSON
 
 def _float_shape(x: Any) -> tuple[int, ...] | None:
     """The shape of a non-empty rectangular nested list of floats (not ints: those stay JSON), else None."""
-    if type(x) is float:
-        return ()
     if not isinstance(x, list) or not x:
         return None
+    if type(x[0]) is float:  # a vector: one pass over its items, no call per number
+        return (len(x),) if all(type(v) is float for v in x) else None
     inner = _float_shape(x[0])
     if inner is None or any(_float_shape(v) != inner for v in x[1:]):
         return None
