@@ -30,16 +30,18 @@ def json_safe(x: Any) -> Any:
     return x
 
 
-def canonical_order(x: Any, first: tuple[str, ...] = ("doc_id",)) -> Any:
-    """The same record with its keys in one order at every depth (`first` at the top, layer numbers as numbers,
-    then by name), so a samples file written from the store after a resume is byte-identical to a fresh one."""
+def _key_order(k: str) -> tuple:
+    digits = k.lstrip("-").isdigit()
+    return (k != "doc_id", not digits, int(k) if digits else 0, k)
+
+
+def canonical_order(x: Any) -> Any:
+    """The same record with its keys in one order at every depth (doc_id first, layer numbers as numbers, then
+    by name), so a samples file written from the store after a resume is byte-identical to a fresh one."""
     if isinstance(x, dict):
-        def key(k: str) -> tuple:
-            digits = k.lstrip("-").isdigit()
-            return (k not in first, first.index(k) if k in first else 0, not digits, int(k) if digits else 0, k)
-        return {k: canonical_order(x[k], ()) for k in sorted(x, key=key)}
+        return {k: canonical_order(x[k]) for k in sorted(x, key=_key_order)}
     if isinstance(x, (list, tuple)):
-        return [canonical_order(v, ()) for v in x]
+        return [canonical_order(v) for v in x]
     return x
 
 

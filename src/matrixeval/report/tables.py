@@ -117,10 +117,9 @@ def _is_numeric_column(rows: Sequence[Mapping], column: str) -> bool:
     return bool(values) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
 
 
-def _shown() -> tuple[str, ...]:
-    """Every column a metric of the registry writes, each metric followed by its derived columns, in the
-    registry's order: a metric added to `metric_info.METRICS` appears in the table without a change here."""
-    return tuple(col for m in METRICS for col in (m, *(c for c, (base, _) in DERIVED.items() if base == m)))
+# Every column a metric of the registry writes, each metric followed by its derived columns, in the registry's
+# order: a metric added to `metric_info.METRICS` appears in the table without a change here.
+_SHOWN = tuple(col for m in METRICS for col in (m, *(c for c, (base, _) in DERIVED.items() if base == m)))
 
 
 def results_rows(out: Mapping) -> list[dict]:
@@ -133,7 +132,7 @@ def results_rows(out: Mapping) -> list[dict]:
             if int(layer) == entry["primary_layer"]:
                 merged.update({k: v for k, v in entry.items() if k.startswith(("loss", "perplexity"))
                                or k in ("word_perplexity", "byte_perplexity", "bits_per_byte")})
-            for metric in _shown():
+            for metric in _SHOWN:
                 if metric not in merged:
                     continue
                 base = metric.split("_token_weighted")[0].removesuffix("_b").removesuffix("_c")
